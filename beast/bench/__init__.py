@@ -1,0 +1,27 @@
+"""`run.py --mode=bench`: the seed's "Quick Diagnosis" table, measured on this machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import torch
+
+from beast.bench.report import BenchRow, print_rows
+from beast.config import Config
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()} CPU cores ({cpu}), {gpu}, torch {torch.__version__}"
+
+
+def main(cfg: Config) -> int:
+    from beast.bench import envs, model
+
+    rows: list[BenchRow] = []
+    rows += envs.run(cfg)
+    rows += model.run(cfg)
+    print_rows(rows, cfg.json, machine_description())
+    return 0

@@ -1,0 +1,223 @@
+"""Every setting of beast, in one place.
+
+`Config` is the single source of truth: each field carries its type, default and help text; the command line is
+derived from it (`beast.cli`), the checkpoint stores it, and no other module defines a default. Validation lives
+here too, so an inconsistent combination is rejected before any process or thread starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting is missing, out of range or inconsistent; the message names the flag and the fix."""
+
+
+def setting(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    """A dataclass field whose help text (and allowed values) the CLI reads."""
+    metadata: dict[str, Any] = {"help": help}
+    if choices is not None:
+        metadata["choices"] = choices
+    return field(default=default, metadata=metadata)
+
+
+def flag_name(field_name: str) -> str:
+    """The command-line spelling of a field: `envs_per_server` -> `--envs-per-server`."""
+    return "--" + field_name.replace("_", "-")
+
+
+@dataclass
+class Config:
+    # --- run -------------------------------------------------------------------------------------------------
+    mode: str = setting(
+        "train",
+        "What to do: train a policy, test a checkpoint, or bench the parts.",
+        choices=("train", "test", "bench"),
+    )
+    xpid: str = setting("", "Experiment id; logs and checkpoints go to SAVEDIR/XPID. Empty: a timestamped id.")
+    savedir: str = setting("runs", "Root folder for experiments (logs, checkpoints, config, evaluation).")
+    device: str = setting("auto", "Torch device for the model: auto (cuda if available, else cpu), cpu, cuda, cuda:N.")
+    seed: int = setting(0, "Base seed for torch and the env servers (env i of server s gets a distinct seed).")
+    json: bool = setting(False, "Print machine-readable JSON instead of tables (test and bench modes).")
+
+    # --- environment -----------------------------------------------------------------------------------------
+    scenario: str = setting(
+        "deadly_corridor", "A built-in ViZDoom scenario name (basic, deadly_corridor, ...) or the path of a .cfg file."
+    )
+    frame_skip: int = setting(4, "Engine tics per agent step (frames = steps x frame skip).")
+    screen_resolution: str = setting(
+        "RES_160X120", "ViZDoom render resolution; observations are area-averaged from it to 64x64."
+    )
+    enemy_classes: str = setting(
+        "Zombieman,ShotgunGuy,ChaingunGuy,WolfensteinSS,DoomImp,Demon,Spectre,LostSoul,Cacodemon,HellKnight,"
+        "BaronOfHell,Arachnotron,PainElemental,Revenant,Fatso,Archvile,Cyberdemon,SpiderMastermind,MarineChainsawVzd",
+        "Comma-separated actor class names whose live instances count as enemies in the enemy mask.",
+    )
+    envserver_binary: str = setting("envserver/build/beast-envserver", "Path of the C++ env server binary.")
+    envserver_idle_timeout_s: float = setting(
+        30.0, "An env server exits after this many seconds without a message from its client."
+    )
+    num_servers: int = setting(1, "Local env server processes the trainer starts and supervises.")
+    envs_per_server: int = setting(8, "ViZDoom games hosted by each local env server.")
+    env_servers: str = setting(
+        "", "Comma-separated addresses (tcp://host:port) of remote env servers to use besides the local ones."
+    )
+    curve_server_key: str = setting(
+        "", "File holding the Z85 public CURVE key of remote env servers (required for tcp:// addresses off loopback)."
+    )
+
+    # --- reward ----------------------------------------------------------------------------------------------
+    reward_mode: str = setting(
+        "shaped",
+        "shaped: the seed's r + alpha*Phi from game-variable deltas; scenario: the scenario's own reward.",
+        choices=("shaped", "scenario"),
+    )
+    shaping_distance_coef: float = setting(0.5, "Weight of travel distance (map units / zone scale) in r.")
+    shaping_hits_taken_coef: float = setting(-3.0, "Weight of each hit taken in r.")
+    shaping_hits_coef: float = setting(10.0, "Weight of each hit dealt in r.")
+    shaping_kills_coef: float = setting(1.0, "Weight of each kill in r.")
+    shaping_alpha: float = setting(1.0, "Weight alpha of the potential term alpha*Phi(s').")
+    shaping_zone_scale: float = setting(100.0, "Zone scale z: map units that count as one unit of progress/travel.")
+    shaping_damage_coef: float = setting(
+        -0.01, "Weight of damage taken in Phi (the write-up's D term; negative penalises being hurt)."
+    )
+
+    # --- model -----------------------------------------------------------------------------------------------
+    core: str = setting(
+        "mamba", "Recurrent core: mamba (Mamba2/SSD), lstm, or none (feed-forward).", choices=("mamba", "lstm", "none")
+    )
+    mamba_backend: str = setting(
+        "auto",
+        "Mamba scan implementation: auto (cuda kernels when available), "
+        "cuda (mamba-ssm Triton kernels; fail if missing), torch (reference path).",
+        choices=("auto", "cuda", "torch"),
+    )
+    d_model: int = setting(256, "Width of the core's input/output features.")
+    d_state: int = setting(64, "Mamba2 SSM state size N per head.")
+    d_conv: int = setting(4, "Mamba2 causal depthwise convolution width.")
+    expand: int = setting(2, "Mamba2 inner expansion factor (d_inner = expand * d_model).")
+    headdim: int = setting(64, "Mamba2 head dimension P (d_inner must be a multiple).")
+    mamba_chunk_size: int = setting(64, "Chunk length of the chunked SSD scan.")
+    action_embed_dim: int = setting(64, "Width of the last-action embedding.")
+    head_hidden: int = setting(256, "Hidden width of the policy and critic MLP heads.")
+
+    # --- learner ---------------------------------------------------------------------------------------------
+    total_frames: int = setting(10_000_000, "Training budget in frames (engine tics = steps x frame skip).")
+    unroll_length: int = setting(32, "T: agent steps per rollout; buffers hold T+1 steps, overlapping by one.")
+    batch_size: int = setting(32, "B: rollouts per learner step.")
+    discounting: float = setting(0.99, "Discount factor gamma.")
+    reward_clipping: str = setting("abs_one", "Reward clipping before V-trace.", choices=("abs_one", "none"))
+    baseline_cost: float = setting(0.5, "Weight of the baseline loss 0.5*sum((vs - V)^2).")
+    entropy_cost: float = setting(0.01, "Weight of the entropy bonus (loss = cost * sum(pi log pi)).")
+    clip_rho_threshold: float = setting(1.0, "V-trace rho-bar: truncation of importance weights in the targets.")
+    clip_pg_rho_threshold: float = setting(1.0, "Truncation of importance weights in the policy-gradient advantage.")
+    optimizer: str = setting("rmsprop", "Optimiser.", choices=("rmsprop", "adam"))
+    learning_rate: float = setting(4.8e-4, "Initial learning rate; decays linearly to zero over total_frames.")
+    rmsprop_alpha: float = setting(0.99, "RMSProp smoothing constant.")
+    rmsprop_eps: float = setting(0.01, "RMSProp epsilon.")
+    rmsprop_momentum: float = setting(0.0, "RMSProp momentum.")
+    adam_beta1: float = setting(0.9, "Adam beta1.")
+    adam_beta2: float = setting(0.999, "Adam beta2.")
+    adam_eps: float = setting(1e-8, "Adam epsilon.")
+    grad_norm_clipping: float = setting(40.0, "Clip gradients to this global norm (0 disables).")
+    critic_warmup_frames: int = setting(
+        0, "Freeze the actor (no policy-gradient/entropy loss, actor-only parameters unchanged) for the first N frames."
+    )
+    warmup_logit_noise: float = setting(
+        0.0, "Std of Gaussian noise added to logits before sampling during critic warm-up (0 disables)."
+    )
+    logit_lower_bound: float = setting(0.0, "Clamp policy logits from below at this value; 0 disables (use e.g. -10).")
+    loss_grad_norm_interval: int = setting(
+        100,
+        "Every K learner steps, measure the gradient norm each loss alone "
+        "contributes to the shared parameters (0 disables).",
+    )
+
+    # --- bench -----------------------------------------------------------------------------------------------
+    bench_seconds: float = setting(10.0, "Measurement time of each benchmark row.")
+    bench_envs: str = setting("4,8", "Comma-separated game counts K for the env benchmark.")
+
+    def validate(self) -> None:
+        """Raise ConfigError for values no run could use, naming the flag and what would work."""
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices is not None and value not in choices:
+                raise ConfigError(f"{flag_name(f.name)}={value!r} is not one of {', '.join(choices)}.")
+        positive = (
+            "frame_skip",
+            "num_servers",
+            "envs_per_server",
+            "d_model",
+            "d_state",
+            "d_conv",
+            "expand",
+            "headdim",
+            "mamba_chunk_size",
+            "action_embed_dim",
+            "head_hidden",
+            "total_frames",
+            "unroll_length",
+            "batch_size",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{flag_name(name)} must be positive, got {getattr(self, name)}.")
+        non_negative = (
+            "grad_norm_clipping",
+            "critic_warmup_frames",
+            "warmup_logit_noise",
+            "loss_grad_norm_interval",
+            "entropy_cost",
+            "baseline_cost",
+            "envserver_idle_timeout_s",
+        )
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{flag_name(name)} must be >= 0, got {getattr(self, name)}.")
+        if not 0.0 <= self.discounting <= 1.0:
+            raise ConfigError(f"--discounting must lie in [0, 1], got {self.discounting}.")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"--learning-rate must be positive, got {self.learning_rate}.")
+        if self.logit_lower_bound > 0:
+            raise ConfigError(f"--logit-lower-bound must be <= 0 (0 disables), got {self.logit_lower_bound}.")
+        if self.shaping_zone_scale <= 0:
+            raise ConfigError(f"--shaping-zone-scale must be positive, got {self.shaping_zone_scale}.")
+        if (self.expand * self.d_model) % self.headdim != 0:
+            raise ConfigError(
+                f"--expand x --d-model ({self.expand * self.d_model}) must be a multiple of --headdim "
+                f"({self.headdim}); pick --headdim dividing it."
+            )
+        if self.scenario.endswith(".cfg") and not os.path.isfile(self.scenario):
+            raise ConfigError(
+                f"--scenario={self.scenario!r}: no such .cfg file; give an existing path or a "
+                "built-in scenario name such as basic or deadly_corridor."
+            )
+        try:
+            counts = self.bench_env_counts()
+        except ValueError:
+            counts = []
+        if not counts or any(k <= 0 for k in counts):
+            raise ConfigError(f"--bench-envs={self.bench_envs!r} must be comma-separated positive integers, e.g. 4,8.")
+
+    def enemy_class_list(self) -> list[str]:
+        return [name.strip() for name in self.enemy_classes.split(",") if name.strip()]
+
+    def remote_server_list(self) -> list[str]:
+        return [addr.strip() for addr in self.env_servers.split(",") if addr.strip()]
+
+    def bench_env_counts(self) -> list[int]:
+        return [int(k) for k in self.bench_envs.split(",") if k.strip()]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Config:
+        """Rebuild a config from a checkpoint or JSON, ignoring keys a newer or older version does not know."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
