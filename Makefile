@@ -3,7 +3,8 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := build-essential cmake pkg-config git libboost-filesystem-dev libboost-thread-dev \
-	libboost-system-dev libboost-program-options-dev libzmq3-dev cppzmq-dev libsodium-dev python3-venv
+	libboost-system-dev libboost-chrono-dev libboost-date-time-dev \
+	libboost-regex-dev libboost-iostreams-dev libzmq3-dev cppzmq-dev libsodium-dev libopenal1 python3-venv
 ENVSERVER := envserver/build/beast-envserver
 ARGS ?=
 

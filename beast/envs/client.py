@@ -1,0 +1,238 @@
+"""A client of one env server: sync reset/step for all envs, and the async send/recv exchange for a batcher.
+
+The socket is a DEALER talking to the server's ROUTER (docs/protocol.md, "Sockets"): requests may be pipelined
+and results come back whenever games finish, several envs per message. One batcher thread can drive many servers
+by polling each client's `socket` with a `zmq.Poller` and calling `recv(timeout_ms=0)` on the readable ones.
+
+Result arrays are zero-copy, read-only `np.frombuffer` views of the received ZeroMQ frames; numpy holds a reference
+to each frame, so they stay valid after later receives. Copy (or write into your own buffers) to modify them.
+Every blocking call has a timeout: a dead server raises EnvServerTimeoutError, never hangs.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from beast.envs.protocol import (
+    ErrorCode,
+    Header,
+    MsgType,
+    ProtocolError,
+    decode_error,
+    decode_info,
+    decode_results,
+    encode_request,
+)
+
+Results = dict[str, np.ndarray]
+
+
+class EnvServerError(RuntimeError):
+    """The server rejected a request (the message names the problem) or a game could not be restarted."""
+
+    def __init__(self, message: str, code: int = 0) -> None:
+        super().__init__(message)
+        self.code = ErrorCode(code) if code in ErrorCode._value2member_map_ else code
+
+
+class EnvServerTimeoutError(TimeoutError):
+    """No reply within the timeout: the server is dead, hung, or unreachable (e.g. a wrong CURVE key)."""
+
+
+@dataclass(frozen=True)
+class EnvInfo:
+    """What the server said about itself in its hello reply (docs/protocol.md, "INFO")."""
+
+    num_envs: int
+    num_actions: int
+    action_names: list[str]
+    var_names: list[str]
+    obs: dict[str, dict[str, Any]]
+    frame_skip: int
+    scenario: str
+    engine_version: str
+    protocol_version: int
+    server_pid: int
+    engine_pids: list[int]
+    raw: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> EnvInfo:
+        return cls(
+            num_envs=doc["num_envs"],
+            num_actions=doc["num_actions"],
+            action_names=list(doc["action_names"]),
+            var_names=list(doc["var_names"]),
+            obs=doc["obs"],
+            frame_skip=doc["frame_skip"],
+            scenario=doc["scenario"],
+            engine_version=doc["engine_version"],
+            protocol_version=doc["protocol_version"],
+            server_pid=doc["server_pid"],
+            engine_pids=list(doc["engine_pids"]),
+            raw=doc,
+        )
+
+    @property
+    def num_vars(self) -> int:
+        return len(self.var_names)
+
+
+def read_curve_public_key(path: str | os.PathLike[str]) -> str:
+    """The server's Z85 public key from a file holding either the bare 40-character key or a
+    `public-key = "..."` line (the layout `write_curve_keypair` and the server's key file use)."""
+    text = Path(path).read_text()
+    match = re.search(r'public-key\s*=\s*"([^"]{40})"', text)
+    key = match.group(1) if match else text.strip()
+    if len(key) != 40:
+        raise ValueError(f"{path} holds no 40-character Z85 CURVE public key.")
+    return key
+
+
+class EnvClient:
+    """Talks to one env server. Not thread-safe: one thread owns a client (ZeroMQ sockets are single-threaded)."""
+
+    def __init__(
+        self,
+        address: str,
+        curve_server_key: str | bytes | None = None,
+        timeout_ms: int = 60_000,
+        context: zmq.Context | None = None,
+    ) -> None:
+        self.address = address
+        self.timeout_ms = timeout_ms
+        self._context = context or zmq.Context.instance()
+        self.socket: zmq.Socket = self._context.socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        if curve_server_key:
+            # The server is authenticated by its public key; our own keypair is throwaway (the server runs no
+            # ZAP handler, so CURVE here buys encryption and server authentication, not client identity).
+            public, secret = zmq.curve_keypair()
+            self.socket.curve_publickey = public
+            self.socket.curve_secretkey = secret
+            key = curve_server_key.encode() if isinstance(curve_server_key, str) else curve_server_key
+            self.socket.curve_serverkey = key.strip()
+        self.socket.connect(address)
+        self._seq = 0
+        self._backlog: collections.deque[tuple[np.ndarray, Results]] = collections.deque()
+        try:
+            self.info = self.hello()
+        except BaseException:
+            self.socket.close(linger=0)
+            raise
+
+    # --- sync ------------------------------------------------------------------------------------------------
+    def hello(self, timeout_ms: int | None = None) -> EnvInfo:
+        """Fetch the server's description (also refreshes engine pids, which change when a game restarts)."""
+        frames = self._call(encode_request(MsgType.HELLO, self._next_seq()), MsgType.INFO, timeout_ms)
+        return EnvInfo.from_json(decode_info(frames))
+
+    def reset(self, timeout_ms: int | None = None) -> Results:
+        """Start a new episode in every env; arrays are [num_envs, ...]."""
+        frames = self._call(encode_request(MsgType.RESET, self._next_seq()), MsgType.RESULTS, timeout_ms)
+        return decode_results(frames, self.info.num_vars)[1]
+
+    def step(self, actions: Sequence[int] | np.ndarray, timeout_ms: int | None = None) -> Results:
+        """One step of every env (actions [num_envs]); on episode end the obs is the next episode's first."""
+        req = encode_request(MsgType.STEP, self._next_seq(), actions=actions)
+        frames = self._call(req, MsgType.RESULTS, timeout_ms)
+        return decode_results(frames, self.info.num_vars)[1]
+
+    def ping(self, timeout_ms: int | None = None) -> float:
+        """Round trip in seconds; any message also counts as a heartbeat for the server's idle timeout."""
+        start = time.perf_counter()
+        self._call(encode_request(MsgType.PING, self._next_seq()), MsgType.PONG, timeout_ms)
+        return time.perf_counter() - start
+
+    # --- async -----------------------------------------------------------------------------------------------
+    def send(self, env_ids: Sequence[int] | np.ndarray, actions: Sequence[int] | np.ndarray) -> None:
+        """Start a step of the given envs; their results arrive through `recv` as the games finish."""
+        self._send(encode_request(MsgType.SEND, self._next_seq(), env_ids=env_ids, actions=actions))
+
+    def recv(self, timeout_ms: int | None = None) -> tuple[np.ndarray, Results]:
+        """The next batch of finished envs: (env_ids [n], arrays [n, ...]). Raises EnvServerError if the server
+        rejected a `send`, EnvServerTimeoutError if nothing arrives in time (`timeout_ms=0`: only what is there)."""
+        if self._backlog:
+            return self._backlog.popleft()
+        deadline = self._deadline(timeout_ms)
+        while True:
+            frames = self._recv_until(deadline)
+            header = Header.unpack(_buf(frames[0]))
+            if header.type == MsgType.ASYNC_RESULTS:
+                _, results = decode_results(frames, self.info.num_vars)
+                return results["env_ids"], results
+            if header.type == MsgType.ERROR:
+                _, text = decode_error(frames)
+                raise EnvServerError(text, header.status)
+            # anything else is a late reply to a sync call that timed out: stale, drop it
+
+    # --- lifetime --------------------------------------------------------------------------------------------
+    def close(self, stop_server: bool = False, timeout_ms: int = 5_000) -> None:
+        """Close the socket; with stop_server=True first ask the server to exit (it closes its games)."""
+        if self.socket.closed:
+            return
+        if stop_server:
+            with contextlib.suppress(EnvServerTimeoutError, EnvServerError):
+                self._call(encode_request(MsgType.CLOSE, self._next_seq()), MsgType.CLOSED, timeout_ms)
+        self.socket.close(linger=0)
+
+    def __enter__(self) -> EnvClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- plumbing --------------------------------------------------------------------------------------------
+    def _next_seq(self) -> int:
+        self._seq = self._seq % 0xFFFFFFFF + 1  # 1..2^32-1; 0 marks async results and unsolicited errors
+        return self._seq
+
+    def _deadline(self, timeout_ms: int | None) -> float:
+        return time.monotonic() + (self.timeout_ms if timeout_ms is None else timeout_ms) / 1000.0
+
+    def _send(self, frames: list[bytes]) -> None:
+        if not self.socket.poll(self.timeout_ms, zmq.POLLOUT):
+            raise EnvServerTimeoutError(f"env server {self.address}: cannot send (queue full for {self.timeout_ms} ms)")
+        self.socket.send_multipart(frames, copy=False)
+
+    def _recv_until(self, deadline: float) -> list[zmq.Frame]:
+        remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
+        if not self.socket.poll(remaining_ms, zmq.POLLIN):
+            raise EnvServerTimeoutError(f"env server {self.address} did not answer within the timeout")
+        return self.socket.recv_multipart(copy=False)
+
+    def _call(self, frames: list[bytes], expect: MsgType, timeout_ms: int | None) -> list[zmq.Frame]:
+        """Send a request and wait for the reply carrying its seq; async results that arrive meanwhile are kept."""
+        seq = Header.unpack(frames[0]).seq
+        deadline = self._deadline(timeout_ms)
+        self._send(frames)
+        while True:
+            reply = self._recv_until(deadline)
+            header = Header.unpack(_buf(reply[0]))
+            if header.type == MsgType.ASYNC_RESULTS:
+                _, results = decode_results(reply, self.info.num_vars)
+                self._backlog.append((results["env_ids"], results))
+                continue
+            if header.type == MsgType.ERROR and header.seq in (seq, 0):
+                _, text = decode_error(reply)
+                raise EnvServerError(text, header.status)
+            if header.seq != seq:
+                continue  # a late reply to an earlier call that timed out
+            if header.type != expect:
+                raise ProtocolError(f"expected a reply of type {expect.name}, got 0x{header.type:02x}")
+            return reply
+
+
+def _buf(frame: Any) -> Any:
+    return frame.buffer if hasattr(frame, "buffer") else frame

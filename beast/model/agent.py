@@ -1,0 +1,95 @@
+"""ViciousTwinMAMBA: organs -> fused features -> recurrent core -> policy and critic heads.
+
+`model(inputs, state) -> (outputs, new_state)` with every input [T, B, ...] exactly as the env server delivers
+it; acting is the same call with T = 1. Extra keys in `inputs` (the learner passes its whole batch) are ignored.
+The core input is [vision, audio, action embedding, clipped reward], as TorchBeast feeds the clipped reward and
+last action to its core: the reward of the previous step is clipped to [-1, 1] so shaped rewards of size 10
+cannot dominate the features.
+
+The recurrent state's batch dim is 0 for every core (`beast.model.cores` lists the tensors).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from beast.config import Config
+from beast.model.cores import State, build_core
+from beast.model.organs import ActionOrgan, AudioOrgan, VisionOrgan
+
+GROUPS = ("vision", "audio", "action", "core", "policy_head", "critic_head")
+
+
+def mlp_head(in_dim: int, hidden: int, out_dim: int, last_gain: float = 1.0) -> nn.Sequential:
+    last = nn.Linear(hidden, out_dim)
+    with torch.no_grad():
+        last.weight.mul_(last_gain)
+        last.bias.zero_()
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), last)
+
+
+class ViciousTwinMAMBA(nn.Module):
+    """The seed's agent; `cfg.core` picks the core (mamba, lstm, none), the rest is the same for all."""
+
+    def __init__(self, cfg: Config, num_actions: int) -> None:
+        super().__init__()
+        self.num_actions = num_actions
+        self.logit_lower_bound = cfg.logit_lower_bound
+        audio_dim = cfg.d_model // 2
+        self.vision = VisionOrgan(cfg.d_model)
+        self.audio = AudioOrgan(audio_dim)
+        self.action = ActionOrgan(num_actions, cfg.action_embed_dim)
+        self.core = build_core(cfg, cfg.d_model + audio_dim + cfg.action_embed_dim + 1)
+        # A small last layer starts the policy near uniform, so early behaviour explores evenly.
+        self.policy_head = mlp_head(cfg.d_model, cfg.head_hidden, num_actions, last_gain=0.01)
+        self.critic_head = mlp_head(cfg.d_model, cfg.head_hidden, 1)
+
+    def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
+        """Zeros; a tuple of tensors with the batch on dim 0 (empty for core=none)."""
+        return self.core.initial_state(batch_size, device)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by block: vision, audio, action, core, policy_head (actor-only), critic_head (critic-only)."""
+        return {name: list(getattr(self, name).parameters()) for name in GROUPS}
+
+    def forward(self, inputs: Mapping[str, torch.Tensor], state: State) -> tuple[dict[str, torch.Tensor], State]:
+        """inputs: rgb [T,B,3,64,64] u8, depth/enemy [T,B,1,64,64] u8, audio [T,B,2,1024] i16, last_action [T,B]
+        i64, reward [T,B] f32, done [T,B] bool -> ({policy_logits [T,B,A], baseline [T,B], action [T,B]}, state).
+        """
+        T, B = inputs["last_action"].shape
+        dtype = self.action.embed.weight.dtype
+
+        def flat(key: str) -> torch.Tensor:  # [T, B, ...] -> [T*B, ...]
+            return inputs[key].reshape(T * B, *inputs[key].shape[2:])
+
+        reward = inputs["reward"].to(dtype).clamp(-1.0, 1.0).reshape(T * B, 1)
+        features = torch.cat(
+            [
+                self.vision(flat("rgb"), flat("depth"), flat("enemy")),
+                self.audio(flat("audio")),
+                self.action(flat("last_action")),
+                reward,
+            ],
+            dim=-1,
+        )
+        core_out, new_state = self.core(features.view(T, B, -1), inputs["done"].to(torch.bool), state)
+
+        logits = self.policy_head(core_out)  # [T, B, A]
+        if self.logit_lower_bound < 0:
+            # clamp passes the gradient where a logit is above the bound and blocks it where clamped; doing it
+            # here means actors sample from, and the learner scores, the same clamped logits.
+            logits = logits.clamp(min=self.logit_lower_bound)
+        baseline = self.critic_head(core_out).squeeze(-1)  # [T, B]
+
+        with torch.no_grad():
+            flat_logits = logits.detach().reshape(T * B, -1).float()
+            if self.training:
+                action = torch.multinomial(F.softmax(flat_logits, dim=-1), num_samples=1)
+            else:
+                action = flat_logits.argmax(dim=-1)
+        outputs = {"policy_logits": logits, "baseline": baseline, "action": action.view(T, B)}
+        return outputs, new_state

@@ -1,0 +1,71 @@
+"""The three organs of ViciousTwinMAMBA: vision gated by the enemy mask, audio, and the last-action embedding.
+
+Each takes one modality for N = T * B samples, raw as the env server sends it (uint8 pixels, int16 audio), and
+returns a feature vector [N, out_dim]. Normalisation to [0, 1] / [-1, 1] happens here, in the parameters' dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class VisionOrgan(nn.Module):
+    """Conv stack over RGB + depth [N, 4, 64, 64]; after the first layer the features are modulated, channel by
+    channel and pixel by pixel, by a conv of the enemy mask (FiLM: h * 2 sigmoid(g) + beta).
+
+    The gate lets the network scale features where enemies are (and the shift lets it mark them even where RGB
+    features are weak), so "enemy or not" is visible to everything downstream.
+    """
+
+    def __init__(self, out_dim: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(4, 32, kernel_size=8, stride=4)  # 64 -> 15
+        self.mask_conv = nn.Conv2d(1, 64, kernel_size=8, stride=4)  # same geometry: gate and shift per channel
+        self.conv2 = nn.Conv2d(32, 64, kernel_size=4, stride=2)  # 15 -> 6
+        self.conv3 = nn.Conv2d(64, 64, kernel_size=3, stride=1)  # 6 -> 4
+        self.fc = nn.Linear(64 * 4 * 4, out_dim)
+
+    def forward(self, rgb: torch.Tensor, depth: torch.Tensor, enemy: torch.Tensor) -> torch.Tensor:
+        """rgb uint8 [N, 3, 64, 64], depth uint8 [N, 1, 64, 64], enemy uint8 [N, 1, 64, 64] (0/1) -> [N, out]."""
+        dtype = self.conv1.weight.dtype
+        pixels = torch.cat([rgb, depth], dim=1).to(dtype) / 255.0
+        gate, shift = self.mask_conv(enemy.to(dtype)).chunk(2, dim=1)
+        # 2 * sigmoid: a neutral gate (0 logit) leaves features unchanged.
+        h = F.relu(self.conv1(pixels) * (2.0 * torch.sigmoid(gate)) + shift)
+        h = F.relu(self.conv2(h))
+        h = F.relu(self.conv3(h))
+        return F.relu(self.fc(h.flatten(1)))
+
+
+class AudioOrgan(nn.Module):
+    """Strided 1-D convs over the stereo waveform int16 [N, 2, 1024]."""
+
+    def __init__(self, out_dim: int) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(
+            nn.Conv1d(2, 16, kernel_size=8, stride=4),  # 1024 -> 255
+            nn.ReLU(),
+            nn.Conv1d(16, 32, kernel_size=8, stride=4),  # 255 -> 62
+            nn.ReLU(),
+            nn.Conv1d(32, 32, kernel_size=4, stride=2),  # 62 -> 30
+            nn.ReLU(),
+        )
+        self.fc = nn.Linear(32 * 30, out_dim)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        """audio int16 [N, 2, 1024] -> [N, out_dim]."""
+        wave = audio.to(self.fc.weight.dtype) / 32768.0  # int16 full scale -> [-1, 1)
+        return F.relu(self.fc(self.convs(wave).flatten(1)))
+
+
+class ActionOrgan(nn.Module):
+    """Embedding of the previous action, int64 [N] -> [N, embed_dim] (wider than a one-hot of A actions)."""
+
+    def __init__(self, num_actions: int, embed_dim: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(num_actions, embed_dim)
+
+    def forward(self, last_action: torch.Tensor) -> torch.Tensor:
+        return self.embed(last_action)

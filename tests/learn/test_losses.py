@@ -1,0 +1,62 @@
+"""The three losses and reward clipping, checked against their definitions and their gradients."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from beast.learn import losses
+
+
+def test_reward_clipping_modes() -> None:
+    rewards = torch.tensor([-7.0, -1.0, -0.25, 0.0, 0.5, 1.0, 12.0])
+    torch.testing.assert_close(
+        losses.clip_rewards(rewards, "abs_one"), torch.tensor([-1.0, -1.0, -0.25, 0.0, 0.5, 1.0, 1.0])
+    )
+    torch.testing.assert_close(losses.clip_rewards(rewards, "none"), rewards)
+    with pytest.raises(ValueError, match="abs_one"):
+        losses.clip_rewards(rewards, "sign")
+
+
+def test_policy_gradient_loss_is_advantage_weighted_log_likelihood() -> None:
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 3, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    actions = torch.randint(0, 5, (4, 3), generator=gen)
+    advantages = torch.randn(4, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    log_pi = torch.log_softmax(logits, -1).gather(-1, actions[..., None])[..., 0]
+    loss = losses.policy_gradient_loss(log_pi, advantages)
+    torch.testing.assert_close(loss, -(log_pi * advantages).sum())
+    loss.backward()
+    # d(-A log softmax(z)[a]) / dz = -A (onehot(a) - softmax(z)); the advantage is a constant.
+    onehot = torch.nn.functional.one_hot(actions, 5).double()
+    expected = -advantages.detach()[..., None] * (onehot - torch.softmax(logits.detach(), -1))
+    torch.testing.assert_close(logits.grad, expected)
+    assert advantages.grad is None
+
+
+def test_baseline_loss_is_half_squared_error_with_constant_targets() -> None:
+    gen = torch.Generator().manual_seed(1)
+    vs = torch.randn(5, 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    values = torch.randn(5, 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    loss = losses.baseline_loss(vs, values)
+    torch.testing.assert_close(loss, 0.5 * ((vs - values) ** 2).sum())
+    loss.backward()
+    torch.testing.assert_close(values.grad, (values - vs).detach())
+    assert vs.grad is None
+
+
+def test_entropy_loss_is_negative_entropy_and_descent_raises_entropy() -> None:
+    T, B, A = 3, 2, 4
+    uniform = torch.zeros(T, B, A)
+    assert losses.entropy_loss(uniform).item() == pytest.approx(-T * B * math.log(A), rel=1e-6)
+
+    logits = torch.randn(T, B, A, generator=torch.Generator().manual_seed(2)).mul(3).requires_grad_(True)
+    probs = torch.softmax(logits.detach(), -1)
+    entropy = -(probs * probs.log()).sum()
+    loss = losses.entropy_loss(logits)
+    assert loss.item() == pytest.approx(-entropy.item(), rel=1e-5)
+    loss.backward()
+    stepped = logits.detach() - 0.01 * logits.grad
+    assert -losses.entropy_loss(stepped).item() > entropy.item()
