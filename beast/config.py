@@ -137,6 +137,22 @@ class Config:
         "contributes to the shared parameters (0 disables).",
     )
 
+    # --- runtime ---------------------------------------------------------------------------------------------
+    max_inference_batch: int = setting(32, "Largest batch of envs the dynamic batcher runs through the model at once.")
+    max_inference_wait_ms: float = setting(
+        2.0, "How long the batcher waits for more envs to become ready before running a partial batch."
+    )
+    num_buffers: int = setting(
+        0, "Preallocated rollout buffers; 0 picks max(2 x batch size, envs + batch size) so actors rarely wait."
+    )
+    num_threads: int = setting(0, "Torch intra-op threads for inference and learning; 0 keeps torch's default.")
+    checkpoint_interval_min: float = setting(10.0, "Minutes between checkpoints (one is always written at the end).")
+    log_interval_s: float = setting(5.0, "Seconds between progress lines and log rows.")
+    resume: bool = setting(False, "Continue SAVEDIR/XPID from its latest checkpoint, counters included.")
+    checkpoint: str = setting("", "Checkpoint file for --mode=test; empty: the latest in SAVEDIR/XPID.")
+    episodes: int = setting(10, "Episodes to play in --mode=test.")
+    record_gif: bool = setting(False, "In --mode=test, write a GIF of the first episode (RGB | depth | enemy mask).")
+
     # --- bench -----------------------------------------------------------------------------------------------
     bench_seconds: float = setting(10.0, "Measurement time of each benchmark row.")
     bench_envs: str = setting("4,8", "Comma-separated game counts K for the env benchmark.")
@@ -163,6 +179,10 @@ class Config:
             "total_frames",
             "unroll_length",
             "batch_size",
+            "max_inference_batch",
+            "episodes",
+            "checkpoint_interval_min",
+            "log_interval_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -175,6 +195,9 @@ class Config:
             "entropy_cost",
             "baseline_cost",
             "envserver_idle_timeout_s",
+            "num_buffers",
+            "num_threads",
+            "max_inference_wait_ms",
         )
         for name in non_negative:
             if getattr(self, name) < 0:
@@ -185,6 +208,12 @@ class Config:
             raise ConfigError(f"--learning-rate must be positive, got {self.learning_rate}.")
         if self.logit_lower_bound > 0:
             raise ConfigError(f"--logit-lower-bound must be <= 0 (0 disables), got {self.logit_lower_bound}.")
+        if 0 < self.num_buffers < self.num_envs() + self.batch_size:
+            # Each env holds the buffer it is filling; the learner needs batch_size full ones besides.
+            raise ConfigError(
+                f"--num-buffers={self.num_buffers} is too few for {self.num_envs()} envs and --batch-size "
+                f"{self.batch_size}: use at least {self.num_envs() + self.batch_size}, or 0 to choose automatically."
+            )
         if self.shaping_zone_scale <= 0:
             raise ConfigError(f"--shaping-zone-scale must be positive, got {self.shaping_zone_scale}.")
         if (self.expand * self.d_model) % self.headdim != 0:
@@ -203,6 +232,16 @@ class Config:
             counts = []
         if not counts or any(k <= 0 for k in counts):
             raise ConfigError(f"--bench-envs={self.bench_envs!r} must be comma-separated positive integers, e.g. 4,8.")
+
+    def num_envs(self) -> int:
+        """Envs on local servers; remote servers report their own count when the trainer connects."""
+        return self.num_servers * self.envs_per_server
+
+    def buffer_count(self) -> int:
+        """Rollout buffers to preallocate: enough that every env fills one while the learner holds a batch."""
+        if self.num_buffers > 0:
+            return self.num_buffers
+        return max(2 * self.batch_size, self.num_envs() + self.batch_size)
 
     def enemy_class_list(self) -> list[str]:
         return [name.strip() for name in self.enemy_classes.split(",") if name.strip()]

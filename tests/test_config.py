@@ -35,6 +35,8 @@ def test_round_trip_through_dict_ignores_unknown_keys() -> None:
         ({"scenario": "/no/such/file.cfg"}, "--scenario"),
         ({"bench_envs": "4,x"}, "--bench-envs"),
         ({"grad_norm_clipping": -1.0}, "--grad-norm-clipping"),
+        ({"num_buffers": 10, "envs_per_server": 8, "batch_size": 4}, "--num-buffers"),
+        ({"max_inference_batch": 0}, "--max-inference-batch"),
     ],
 )
 def test_bad_values_name_the_flag(overrides: dict, flag: str) -> None:
@@ -47,3 +49,9 @@ def test_list_settings_parse() -> None:
     assert cfg.remote_server_list() == ["tcp://10.0.0.1:5555", "tcp://h:1"]
     assert cfg.bench_env_counts() == [4, 8]
     assert cfg.enemy_class_list() == ["A", "B"]
+
+
+def test_automatic_buffer_count_leaves_a_full_batch_beside_every_filling_env() -> None:
+    cfg = Config(num_servers=2, envs_per_server=8, batch_size=4)
+    assert cfg.buffer_count() >= cfg.num_envs() + cfg.batch_size
+    assert Config(num_buffers=64).buffer_count() == 64
