@@ -3,13 +3,17 @@
 The ceiling is what a Python actor pool could get at best: K `vizdoom.DoomGame`s stepped by K threads with random
 actions, each step fetching the state the way an agent must (screen, depth, labels and audio buffers on, as in the
 server; no preprocessing, no transport). The server is measured the way the batcher drives it: every env is kept
-busy through the async `send`/`recv` exchange, each finished env getting its next random action at once.
+busy through the async `send`/`recv` exchange: each `recv` takes every env that has finished, and one `send` gives
+them all their next random actions at once.
 
 Units: a step is one agent decision, a frame one engine tic (frames = steps x frame skip).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 import threading
 import time
 
@@ -26,10 +30,13 @@ WARMUP_S = 1.0  # excluded from every measurement: first renders, caches, thread
 RECV_TIMEOUT_MS = 30_000
 
 
-def make_raw_game(cfg: Config, seed: int) -> vzd.DoomGame:
-    """A game configured like the server's (envserver/src/doom_env.cpp): same buffers, format, audio settings."""
+def make_raw_game(cfg: Config, seed: int, config_dir: str) -> vzd.DoomGame:
+    """A game configured like the server's (envserver/src/doom_env.cpp): same buffers, format, audio settings.
+    The engine writes its _vizdoom.ini into `config_dir` (as the server's engines do into the server's temp dir),
+    not into the current directory."""
     game = vzd.DoomGame()
     game.load_config(str(resolve_scenario(cfg.scenario)))
+    game.set_doom_config_path(os.path.join(config_dir, "_vizdoom.ini"))
     game.set_screen_resolution(getattr(vzd.ScreenResolution, cfg.screen_resolution))
     game.set_screen_format(vzd.ScreenFormat.CRCGCB)
     game.set_window_visible(False)
@@ -47,7 +54,14 @@ def make_raw_game(cfg: Config, seed: int) -> vzd.DoomGame:
 
 def raw_steps_per_second(cfg: Config, k: int) -> float:
     """Steps/s of K raw games in K threads, measured over cfg.bench_seconds after a warm-up."""
-    games = [make_raw_game(cfg, cfg.seed + i) for i in range(k)]
+    with tempfile.TemporaryDirectory(prefix="beast-bench-raw-") as config_dir:
+        # The engine also makes a `./_vizdoom/` cache folder in its working directory, which it inherits from us.
+        with contextlib.chdir(config_dir):
+            games = [make_raw_game(cfg, cfg.seed + i, config_dir) for i in range(k)]
+        return _raw_steps_per_second(cfg, k, games)
+
+
+def _raw_steps_per_second(cfg: Config, k: int, games: list[vzd.DoomGame]) -> float:
     counts = [0] * k
     start = threading.Barrier(k + 1)
     stop = threading.Event()
@@ -96,14 +110,18 @@ def server_steps_per_second(cfg: Config, k: int) -> float:
     rng = np.random.default_rng(cfg.seed)
     with server, EnvClient(server.address) as client:
         num_actions = client.info.num_actions
+        # Random actions drawn in advance: a Generator call per batch (~15 us) would be the bench's own cost, as
+        # large as decoding the results; the raw side draws one action per step (~3 us) either way.
+        actions = rng.integers(num_actions, size=1 << 16, dtype=np.int32)
         client.reset()
-        client.send(np.arange(k), rng.integers(num_actions, size=k))
+        client.send(np.arange(k), actions[:k])
 
         def pump(seconds: float) -> int:
             steps, deadline = 0, time.perf_counter() + seconds
             while time.perf_counter() < deadline:
                 env_ids, _ = client.recv(timeout_ms=RECV_TIMEOUT_MS)
-                client.send(env_ids, rng.integers(num_actions, size=len(env_ids)))
+                start = steps % (len(actions) - k)
+                client.send(env_ids, actions[start : start + len(env_ids)])
                 steps += len(env_ids)
             return steps
 

@@ -33,9 +33,12 @@ from beast.envs.protocol import (
     decode_info,
     decode_results,
     encode_request,
+    results_arrays,
+    unpack_header,
 )
 
 Results = dict[str, np.ndarray]
+_EVENTS, _POLLIN, _POLLOUT = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.POLLOUT)
 
 
 class EnvServerError(RuntimeError):
@@ -125,7 +128,8 @@ class EnvClient:
             self.socket.curve_serverkey = key.strip()
         self.socket.connect(address)
         self._seq = 0
-        self._backlog: collections.deque[tuple[np.ndarray, Results]] = collections.deque()
+        self._backlog: collections.deque[Results] = collections.deque()  # async results a sync call ran into
+        self._error: tuple[str, int] | None = None  # an async error that arrived behind results recv returned
         try:
             self.info = self.hello()
         except BaseException:
@@ -161,21 +165,42 @@ class EnvClient:
         self._send(encode_request(MsgType.SEND, self._next_seq(), env_ids=env_ids, actions=actions))
 
     def recv(self, timeout_ms: int | None = None) -> tuple[np.ndarray, Results]:
-        """The next batch of finished envs: (env_ids [n], arrays [n, ...]). Raises EnvServerError if the server
-        rejected a `send`, EnvServerTimeoutError if nothing arrives in time (`timeout_ms=0`: only what is there)."""
-        if self._backlog:
-            return self._backlog.popleft()
-        deadline = self._deadline(timeout_ms)
-        while True:
-            frames = self._recv_until(deadline)
-            header = Header.unpack(_buf(frames[0]))
-            if header.type == MsgType.ASYNC_RESULTS:
-                _, results = decode_results(frames, self.info.num_vars)
-                return results["env_ids"], results
-            if header.type == MsgType.ERROR:
-                _, text = decode_error(frames)
-                raise EnvServerError(text, header.status)
-            # anything else is a late reply to a sync call that timed out: stale, drop it
+        """Every finished env there is: (env_ids [n], arrays [n, ...]). Waits up to `timeout_ms` for the first
+        results message (`0`: only what is there), then takes the ones already queued without waiting, merged in
+        arrival order, so a batcher gets everything ready in one call. Raises EnvServerError if the server
+        rejected a `send` or lost a game, EnvServerTimeoutError if nothing arrives in time."""
+        parts = list(self._backlog)
+        self._backlog.clear()
+        if not parts:
+            if self._error is not None:
+                text, status = self._error
+                self._error = None
+                raise EnvServerError(text, status)
+            deadline = self._deadline(timeout_ms)
+            while not parts:
+                self._take(self._recv_until(deadline), parts)
+        while self._error is None and self._ready(_POLLIN):
+            self._take(self.socket.recv_multipart(zmq.NOBLOCK, copy=False), parts)
+        if len(parts) == 1:
+            return parts[0]["env_ids"], parts[0]
+        merged = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+        for array in merged.values():
+            array.flags.writeable = False  # read-only either way, so no caller comes to rely on writing
+        return merged["env_ids"], merged
+
+    def _take(self, frames: list[zmq.Frame], parts: list[Results]) -> None:
+        """Async results go to `parts`; an error is raised now when nothing was taken yet, else kept for the next
+        recv (the results taken first must not be lost); anything else is a stale sync reply and is dropped."""
+        type_, count, _, status, _ = unpack_header(_buf(frames[0]))
+        if type_ == MsgType.ASYNC_RESULTS:
+            if len(frames) != 2:
+                raise ProtocolError(f"results carry 2 frames (header, body), got {len(frames)}")
+            parts.append(results_arrays(_buf(frames[1]), count, self.info.num_vars))
+        elif type_ == MsgType.ERROR:
+            _, text = decode_error(frames)
+            if not parts:
+                raise EnvServerError(text, status)
+            self._error = (text, status)
 
     # --- lifetime --------------------------------------------------------------------------------------------
     def close(self, stop_server: bool = False, timeout_ms: int = 5_000) -> None:
@@ -201,15 +226,21 @@ class EnvClient:
     def _deadline(self, timeout_ms: int | None) -> float:
         return time.monotonic() + (self.timeout_ms if timeout_ms is None else timeout_ms) / 1000.0
 
+    # ZMQ_EVENTS is the cheapest readiness check (Socket.poll builds a Poller per call); plain ints, because
+    # arithmetic on pyzmq's enums costs more than the call itself on this hot path (a send and a receive per batch).
+    def _ready(self, event: int) -> bool:
+        return bool(self.socket.getsockopt(_EVENTS) & event)
+
     def _send(self, frames: list[bytes]) -> None:
-        if not self.socket.poll(self.timeout_ms, zmq.POLLOUT):
+        if not self._ready(_POLLOUT) and not self.socket.poll(self.timeout_ms, zmq.POLLOUT):
             raise EnvServerTimeoutError(f"env server {self.address}: cannot send (queue full for {self.timeout_ms} ms)")
-        self.socket.send_multipart(frames, copy=False)
+        self.socket.send_multipart(frames)  # a few bytes: copying beats tracking zero-copy frames
 
     def _recv_until(self, deadline: float) -> list[zmq.Frame]:
-        remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
-        if not self.socket.poll(remaining_ms, zmq.POLLIN):
-            raise EnvServerTimeoutError(f"env server {self.address} did not answer within the timeout")
+        if not self._ready(_POLLIN):
+            remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
+            if not self.socket.poll(remaining_ms, zmq.POLLIN):
+                raise EnvServerTimeoutError(f"env server {self.address} did not answer within the timeout")
         return self.socket.recv_multipart(copy=False)
 
     def _call(self, frames: list[bytes], expect: MsgType, timeout_ms: int | None) -> list[zmq.Frame]:
@@ -221,8 +252,7 @@ class EnvClient:
             reply = self._recv_until(deadline)
             header = Header.unpack(_buf(reply[0]))
             if header.type == MsgType.ASYNC_RESULTS:
-                _, results = decode_results(reply, self.info.num_vars)
-                self._backlog.append((results["env_ids"], results))
+                self._backlog.append(decode_results(reply, self.info.num_vars)[1])
                 continue
             if header.type == MsgType.ERROR and header.seq in (seq, 0):
                 _, text = decode_error(reply)

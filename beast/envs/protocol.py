@@ -1,13 +1,16 @@
 """The env server's wire format, mirrored from docs/protocol.md (the contract) and envserver/src/protocol.h.
 
-A message is a ZeroMQ multipart message: one fixed 24-byte little-endian header frame, then one frame per array.
-Arrays are raw bytes in wire order, so `decode_results` maps each one with `np.frombuffer` instead of copying or
-unpickling: the hot path (results for a batch of envs) costs no serialisation at all.
+A message is a ZeroMQ multipart message: one fixed 24-byte little-endian header frame, then a request's arrays (one
+frame each) or a results message's arrays (all in one body frame, at 8-byte aligned offsets). Arrays are raw bytes
+in wire order, so `decode_results` maps each one with `np.frombuffer` instead of copying or unpickling: the hot path
+(results for a batch of envs) costs no serialisation at all, and one frame per message keeps the per-message cost
+(ZeroMQ frames, Python objects) independent of the number of arrays.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import struct
 from collections.abc import Sequence
@@ -17,7 +20,7 @@ from typing import Any
 import numpy as np
 
 MAGIC = 0x54534542  # the bytes b"BEST" read as a little-endian u32
-VERSION = 1
+VERSION = 2
 HEADER = struct.Struct("<IHBBIIII")  # magic, version, type, flags, count, seq, status, reserved
 HEADER_SIZE = HEADER.size  # 24
 assert HEADER_SIZE == 24
@@ -72,14 +75,20 @@ class Header:
 
     @classmethod
     def unpack(cls, frame: bytes | memoryview) -> Header:
-        if len(frame) != HEADER_SIZE:
-            raise ProtocolError(f"header frame must be {HEADER_SIZE} bytes, got {len(frame)}")
-        magic, version, type_, flags, count, seq, status, _ = HEADER.unpack(frame)
-        if magic != MAGIC:
-            raise ProtocolError(f"bad magic 0x{magic:08x}, expected 0x{MAGIC:08x}")
-        if version != VERSION:
-            raise ProtocolError(f"protocol version {version}, this client speaks {VERSION}")
-        return cls(type=type_, count=count, seq=seq, status=status, flags=flags, magic=magic, version=version)
+        type_, count, seq, status, flags = unpack_header(frame)
+        return cls(type=type_, count=count, seq=seq, status=status, flags=flags)
+
+
+def unpack_header(frame: bytes | memoryview) -> tuple[int, int, int, int, int]:
+    """(type, count, seq, status, flags) of a checked header frame; the hot path's cheaper `Header.unpack`."""
+    if len(frame) != HEADER_SIZE:
+        raise ProtocolError(f"header frame must be {HEADER_SIZE} bytes, got {len(frame)}")
+    magic, version, type_, flags, count, seq, status, _ = HEADER.unpack(frame)
+    if magic != MAGIC:
+        raise ProtocolError(f"bad magic 0x{magic:08x}, expected 0x{MAGIC:08x}")
+    if version != VERSION:
+        raise ProtocolError(f"protocol version {version}, this client speaks {VERSION}")
+    return type_, count, seq, status, flags
 
 
 # Result arrays in wire order after the header: (name, dtype, per-env shape); "G" stands for the number of vars.
@@ -100,8 +109,24 @@ RESULT_FIELDS: tuple[tuple[str, np.dtype, tuple[int | str, ...]], ...] = (
 )
 
 
+RESULT_ALIGN = 8  # every array of a results body starts at a multiple of this offset
+
+
 def field_shape(shape: tuple[int | str, ...], num_vars: int) -> tuple[int, ...]:
     return tuple(num_vars if d == "G" else int(d) for d in shape)
+
+
+@functools.lru_cache(maxsize=256)
+def results_layout(n: int, num_vars: int) -> tuple[int, tuple[tuple[str, np.dtype, int, int, tuple[int, ...]], ...]]:
+    """(body size, per array (name, dtype, offset, element count, shape [n, ...])) of a results body for n envs."""
+    fields = []
+    offset = 0
+    for name, dtype, shape in RESULT_FIELDS:
+        full = (n, *field_shape(shape, num_vars))
+        count = int(np.prod(full))
+        fields.append((name, dtype, offset, count, full))
+        offset += -(-count * dtype.itemsize // RESULT_ALIGN) * RESULT_ALIGN
+    return offset, tuple(fields)
 
 
 def encode_request(
@@ -113,46 +138,49 @@ def encode_request(
     """Frames of a request. STEP takes `actions` (one per env); SEND takes `env_ids` and `actions`."""
     if msg_type == MsgType.STEP:
         acts = np.ascontiguousarray(actions, dtype="<i4")
-        return [Header(msg_type, count=len(acts), seq=seq).pack(), acts.tobytes()]
+        return [HEADER.pack(MAGIC, VERSION, msg_type, 0, len(acts), seq, 0, 0), acts.tobytes()]
     if msg_type == MsgType.SEND:
         ids = np.ascontiguousarray(env_ids, dtype="<i4")
         acts = np.ascontiguousarray(actions, dtype="<i4")
         if ids.shape != acts.shape or ids.ndim != 1:
             raise ValueError(f"env_ids {ids.shape} and actions {acts.shape} must be 1-d and of equal length")
-        return [Header(msg_type, count=len(ids), seq=seq).pack(), ids.tobytes(), acts.tobytes()]
-    return [Header(msg_type, seq=seq).pack()]
+        return [HEADER.pack(MAGIC, VERSION, msg_type, 0, len(ids), seq, 0, 0), ids.tobytes(), acts.tobytes()]
+    return [HEADER.pack(MAGIC, VERSION, msg_type, 0, 0, seq, 0, 0)]
 
 
 def decode_results(frames: Sequence[Any], num_vars: int) -> tuple[Header, dict[str, np.ndarray]]:
     """Map a RESULTS/ASYNC_RESULTS message to arrays with a leading env dimension [n, ...].
 
     `frames` may be bytes or zmq.Frame objects (recv_multipart(copy=False)); the arrays are read-only views of
-    their buffers, kept alive by numpy's reference to them, so they stay valid after later receives.
+    the body frame's buffer, kept alive by numpy's reference to it, so they stay valid after later receives.
     """
     header = Header.unpack(_buffer(frames[0]))
     if header.type not in (MsgType.RESULTS, MsgType.ASYNC_RESULTS):
         raise ProtocolError(f"expected a results message, got type 0x{header.type:02x}")
-    if len(frames) != 1 + len(RESULT_FIELDS):
-        raise ProtocolError(f"results carry {1 + len(RESULT_FIELDS)} frames, got {len(frames)}")
-    n = header.count
-    out: dict[str, np.ndarray] = {}
-    for frame, (name, dtype, shape) in zip(frames[1:], RESULT_FIELDS, strict=True):
-        full = (n, *field_shape(shape, num_vars))
-        buf = _buffer(frame)
-        expected = int(np.prod(full)) * dtype.itemsize
-        if len(buf) != expected:
-            raise ProtocolError(f"{name} frame has {len(buf)} bytes, expected {expected} for shape {full}")
-        out[name] = np.frombuffer(buf, dtype=dtype).reshape(full)
-    return header, out
+    if len(frames) != 2:
+        raise ProtocolError(f"results carry 2 frames (header, body), got {len(frames)}")
+    return header, results_arrays(_buffer(frames[1]), header.count, num_vars)
+
+
+def results_arrays(body: bytes | memoryview, n: int, num_vars: int) -> dict[str, np.ndarray]:
+    """The arrays [n, ...] of a results body: read-only views of `body`, no copies."""
+    size, layout = results_layout(n, num_vars)
+    if len(body) != size:
+        raise ProtocolError(f"results body has {len(body)} bytes, expected {size} for {n} envs and {num_vars} vars")
+    view = memoryview(body).toreadonly()  # so every array is read-only, whatever the frame allows
+    return {name: np.ndarray(full, dtype, view, offset) for name, dtype, offset, _, full in layout}
 
 
 def encode_results(msg_type: MsgType, seq: int, results: dict[str, np.ndarray]) -> list[bytes]:
     """The server's side of `decode_results`, for tests and for fake servers."""
     n = len(results["env_ids"])
-    frames = [Header(msg_type, count=n, seq=seq).pack()]
-    for name, dtype, _ in RESULT_FIELDS:
-        frames.append(np.ascontiguousarray(results[name], dtype=dtype).tobytes())
-    return frames
+    num_vars = np.asarray(results["vars"]).reshape(n, -1).shape[1]
+    size, layout = results_layout(n, num_vars)
+    body = bytearray(size)
+    for name, dtype, offset, _, full in layout:
+        data = np.ascontiguousarray(results[name], dtype=dtype).reshape(full).tobytes()
+        body[offset : offset + len(data)] = data
+    return [Header(msg_type, count=n, seq=seq).pack(), bytes(body)]
 
 
 def decode_info(frames: Sequence[Any]) -> dict[str, Any]:

@@ -271,9 +271,11 @@ void DoomEnv::Impl::write_obs(const ObsView& out) {
   const int w = resample_->src_w(), h = resample_->src_h();
   const size_t plane = static_cast<size_t>(w) * h, out_plane = static_cast<size_t>(kObsSide) * kObsSide;
 
-  const uint8_t* screen = ctl.getScreenBuffer();  // CRCGCB: three planes
-  for (int c = 0; c < 3; ++c) resample_->average(screen + c * plane, out.rgb + c * out_plane);
-  resample_->average(ctl.getDepthBuffer(), out.depth);
+  // One pass over R, G, B (CRCGCB: three planes) and depth, row by row.
+  const uint8_t* screen = ctl.getScreenBuffer();
+  const uint8_t* const src[] = {screen, screen + plane, screen + 2 * plane, ctl.getDepthBuffer()};
+  uint8_t* const dst[] = {out.rgb, out.rgb + out_plane, out.rgb + 2 * out_plane, out.depth};
+  resample_->average(src, dst, 4);
 
   // Live enemies only. ViZDoom 1.3.2 names a labelled actor "Dead" + class (category "Gore") once it has
   // MF_CORPSE or MF6_KILLED, i.e. from the moment it is killed, death animation included (viz_game.cpp,

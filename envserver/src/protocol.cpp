@@ -165,26 +165,33 @@ const std::vector<ResultField>& result_fields() {
   return fields;
 }
 
-ResultsWriter::ResultsWriter(MsgType type, uint32_t seq, std::size_t num_envs, std::size_t num_vars)
-    : num_vars_(num_vars) {
-  header_.type = type;
-  header_.seq = seq;
-  header_.count = static_cast<uint32_t>(num_envs);
-  frames_.reserve(1 + result_fields().size());
-  frames_.push_back(make_header(header_));
-  for (std::size_t f = 0; f < result_fields().size(); ++f) frames_.emplace_back(row_bytes(f) * num_envs);
+ResultsWriter::ResultsWriter(MsgType type, uint32_t seq, std::size_t num_envs, std::size_t num_vars) {
+  Header header;
+  header.type = type;
+  header.seq = seq;
+  header.count = static_cast<uint32_t>(num_envs);
+  std::size_t size = 0;
+  for (const ResultField& rf : result_fields()) {
+    row_bytes_.push_back(rf.per_var ? rf.bytes_per_env * num_vars : rf.bytes_per_env);
+    offsets_.push_back(size);
+    size += (row_bytes_.back() * num_envs + kResultAlign - 1) / kResultAlign * kResultAlign;
+  }
+  frames_.reserve(2);
+  frames_.push_back(make_header(header));
+  frames_.emplace_back(size);
+  body_ = static_cast<uint8_t*>(frames_[1].data());
+  // Only the padding needs clearing; every row is written by the caller.
+  for (std::size_t f = 0; f < offsets_.size(); ++f) {
+    const std::size_t end = offsets_[f] + row_bytes_[f] * num_envs;
+    const std::size_t next = f + 1 < offsets_.size() ? offsets_[f + 1] : size;
+    std::memset(body_ + end, 0, next - end);
+  }
 }
 
-std::size_t ResultsWriter::row_bytes(std::size_t field) const {
-  const ResultField& rf = result_fields()[field];
-  return rf.per_var ? rf.bytes_per_env * num_vars_ : rf.bytes_per_env;
+std::vector<zmq::message_t> ResultsWriter::release() {
+  body_ = nullptr;
+  return std::move(frames_);
 }
-
-uint8_t* ResultsWriter::row(std::size_t field, std::size_t j) {
-  return static_cast<uint8_t*>(frames_[1 + field].data()) + j * row_bytes(field);
-}
-
-std::vector<zmq::message_t> ResultsWriter::release() { return std::move(frames_); }
 
 std::vector<zmq::message_t> make_error(uint32_t seq, ErrorCode code, const std::string& message) {
   Header h;

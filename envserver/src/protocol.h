@@ -1,4 +1,5 @@
-// The env server's wire format: one fixed 24-byte header frame, then one frame per array.
+// The env server's wire format: one fixed 24-byte header frame, then the request's arrays (one frame each) or the
+// results' arrays (all in one body frame).
 //
 // docs/protocol.md is the contract and beast/envs/protocol.py mirrors it; this header is the C++ side. Arrays
 // travel as raw little-endian bytes, one ZeroMQ frame each, so a client maps them with np.frombuffer and nobody
@@ -16,7 +17,7 @@
 namespace beast::proto {
 
 constexpr uint32_t kMagic = 0x54534542;  // the bytes "BEST" read as a little-endian u32
-constexpr uint16_t kVersion = 1;
+constexpr uint16_t kVersion = 2;
 constexpr std::size_t kHeaderSize = 24;
 // Observation geometry on the wire; server.cpp static_asserts that doom_env.h agrees.
 constexpr std::size_t kSide = 64;
@@ -90,28 +91,30 @@ struct Request {
 // Throws ProtocolError naming the problem.
 Request parse_request(const std::vector<zmq::message_t>& frames, int num_envs, int num_actions);
 
-// Array frames of a results message, in wire order after the header. Sizes per env depend on G (num vars).
+// The arrays of a results message, in wire order within its body frame. Sizes per env depend on G (num vars).
 struct ResultField {
   const char* name;
   std::size_t bytes_per_env;  // for vars: bytes per variable (multiply by G)
   bool per_var;
 };
 const std::vector<ResultField>& result_fields();
+constexpr std::size_t kResultAlign = 8;  // every array starts at a multiple of this offset in the body
 
-// Builds a results message for n envs: allocates each array frame once and lets the caller fill env j's rows.
+// Builds a results message for n envs: allocates its body frame once and lets the caller fill env j's rows. The
+// arrays lie back to back in result_fields() order, each [n, ...], each padded (with zeros) to kResultAlign bytes.
 class ResultsWriter {
  public:
   ResultsWriter(MsgType type, uint32_t seq, std::size_t num_envs, std::size_t num_vars);
-  // Pointers to env j's row in each array frame, for the caller to memcpy into.
-  uint8_t* row(std::size_t field, std::size_t j);
-  std::size_t row_bytes(std::size_t field) const;
-  // Hands the frames over (header first); the writer is empty afterwards.
+  // Env j's row of array `field`, for the caller to memcpy into.
+  uint8_t* row(std::size_t field, std::size_t j) { return body_ + offsets_[field] + j * row_bytes_[field]; }
+  std::size_t row_bytes(std::size_t field) const { return row_bytes_[field]; }
+  // Hands the frames over (header, body); the writer is empty afterwards.
   std::vector<zmq::message_t> release();
 
  private:
-  Header header_;
-  std::size_t num_vars_;
+  std::vector<std::size_t> row_bytes_, offsets_;
   std::vector<zmq::message_t> frames_;
+  uint8_t* body_ = nullptr;
 };
 
 std::vector<zmq::message_t> make_error(uint32_t seq, ErrorCode code, const std::string& message);

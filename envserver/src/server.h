@@ -3,7 +3,11 @@
 // One thread (Server::run) owns the socket and never blocks on a game: it hands actions to per-game worker
 // threads and learns about finished steps through a completion queue whose eventfd sits in the same zmq_poll as
 // the socket. A slow or restarting game therefore delays only its own results. docs/protocol.md describes the
-// messages; docs/protocol.md "Process lifetime" describes the orphan-safety rules implemented by Watchdog.
+// messages and, under "Heartbeat, idle timeout, process lifetime", the orphan-safety rules.
+//
+// The parts: server.cpp (the socket loop: requests, results, sync jobs), game_worker.h (one game's thread),
+// completion_queue.h (worker -> socket thread wake-ups), lifetime.{h,cpp} (signals, stop reasons, the shutdown
+// guard), server_setup.cpp (seeds, version checks, address policy, CURVE keys: the functions declared below).
 #pragma once
 
 #include <sys/types.h>

@@ -95,7 +95,7 @@ void test_area_average_matches_brute_force() {
         const double mean = sum / (static_cast<double>(w) * h);
         worst = std::max(worst, std::abs(static_cast<int>(std::lround(mean)) - dst[oy * side + ox]));
       }
-    CHECK(worst <= 1);  // float accumulation may flip a .5 rounding; never more
+    CHECK(worst == 0);  // exact integer arithmetic: the definition's mean, halves rounded up (as lround)
   }
   // A constant image stays exactly constant (weights sum to 1).
   std::vector<uint8_t> flat(160 * 120, 255), out(64 * 64);
@@ -103,26 +103,51 @@ void test_area_average_matches_brute_force() {
   for (auto v : out) CHECK(v == 255);
 }
 
+// Planes resampled together (R, G, B, depth in one pass; more than fit one pass) give each plane's own result.
+void test_average_of_several_planes_equals_each_plane_alone() {
+  std::mt19937 rng(2);
+  beast::AreaResampler r(160, 120, 64, 64);
+  constexpr int kPlanes = 6;
+  std::vector<std::vector<uint8_t>> src(kPlanes, std::vector<uint8_t>(160 * 120)), together(kPlanes), alone(kPlanes);
+  const uint8_t* srcs[kPlanes];
+  uint8_t* dsts[kPlanes];
+  for (int p = 0; p < kPlanes; ++p) {
+    for (auto& v : src[p]) v = static_cast<uint8_t>(rng() % 256);
+    together[p].assign(64 * 64, 0);
+    alone[p].assign(64 * 64, 0);
+    srcs[p] = src[p].data();
+    dsts[p] = together[p].data();
+  }
+  r.average(srcs, dsts, kPlanes);
+  for (int p = 0; p < kPlanes; ++p) {
+    r.average(src[p].data(), alone[p].data());
+    CHECK(together[p] == alone[p]);
+  }
+}
+
+// Both ways of marking: a few enemy labels (byte compares) and many (table look-ups); value 3 is never an enemy.
 void test_any_marks_cells_touching_a_single_pixel() {
   beast::AreaResampler r(160, 120, 64, 64);
-  std::array<uint8_t, 256> lut{};
-  lut[7] = 1;
-  for (int y : {0, 17, 119})
-    for (int x : {0, 2, 3, 81, 159}) {
-      std::vector<uint8_t> src(160 * 120, 3), dst(64 * 64);
-      src[y * 160 + x] = 7;
-      r.any(src.data(), lut.data(), dst.data());
-      int count = 0;
-      for (int oy = 0; oy < 64; ++oy)
-        for (int ox = 0; ox < 64; ++ox) {
-          // Does source pixel [x, x+1) x [y, y+1) overlap footprint ox, oy with positive area?
-          const bool overlap_x = x * 64 < (ox + 1) * 160 && (x + 1) * 64 > ox * 160;
-          const bool overlap_y = y * 64 < (oy + 1) * 120 && (y + 1) * 64 > oy * 120;
-          CHECK(dst[oy * 64 + ox] == (overlap_x && overlap_y ? 1 : 0));
-          count += dst[oy * 64 + ox];
-        }
-      CHECK(count >= 1 && count <= 4);
-    }
+  for (int labels : {1, 40}) {
+    std::array<uint8_t, 256> lut{};
+    for (int v = 7; v < 7 + labels; ++v) lut[v] = 1;
+    for (int y : {0, 17, 119})
+      for (int x : {0, 2, 3, 81, 159}) {
+        std::vector<uint8_t> src(160 * 120, 3), dst(64 * 64);
+        src[y * 160 + x] = 7;
+        r.any(src.data(), lut.data(), dst.data());
+        int count = 0;
+        for (int oy = 0; oy < 64; ++oy)
+          for (int ox = 0; ox < 64; ++ox) {
+            // Does source pixel [x, x+1) x [y, y+1) overlap footprint ox, oy with positive area?
+            const bool overlap_x = x * 64 < (ox + 1) * 160 && (x + 1) * 64 > ox * 160;
+            const bool overlap_y = y * 64 < (oy + 1) * 120 && (y + 1) * 64 > oy * 120;
+            CHECK(dst[oy * 64 + ox] == (overlap_x && overlap_y ? 1 : 0));
+            count += dst[oy * 64 + ox];
+          }
+        CHECK(count >= 1 && count <= 4);
+      }
+  }
 }
 
 // --- one game -------------------------------------------------------------------------------------------------
@@ -345,6 +370,7 @@ int main(int argc, char** argv) {
   vizdoom_dir = argv[1];
   const std::vector<std::pair<std::string, std::function<void()>>> tests = {
       {"area_average_matches_brute_force", test_area_average_matches_brute_force},
+      {"average_of_several_planes_equals_each_plane_alone", test_average_of_several_planes_equals_each_plane_alone},
       {"any_marks_cells_touching_a_single_pixel", test_any_marks_cells_touching_a_single_pixel},
       {"bad_options_are_rejected", test_bad_options_are_rejected},
       {"deadly_corridor_layout_and_signals", test_deadly_corridor_layout_and_signals},

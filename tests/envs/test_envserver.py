@@ -18,8 +18,10 @@ import pytest
 import zmq
 
 from beast.envs import EnvClient, EnvServer, EnvServerError
+from beast.envs.client import EnvServerTimeoutError
 from beast.envs.protocol import (
     MAGIC,
+    VERSION,
     ErrorCode,
     Header,
     MsgType,
@@ -27,6 +29,7 @@ from beast.envs.protocol import (
     decode_results,
     encode_request,
     encode_results,
+    results_layout,
 )
 
 NUM_ENVS = 2
@@ -47,7 +50,7 @@ def client(server: EnvServer) -> Iterator[EnvClient]:
 
 def test_info_describes_the_server(client: EnvClient, server: EnvServer) -> None:
     info = client.info
-    assert info.num_envs == NUM_ENVS and info.protocol_version == 1
+    assert info.num_envs == NUM_ENVS and info.protocol_version == VERSION == 2
     assert info.action_names == ["MOVE_LEFT", "MOVE_RIGHT", "ATTACK"] and info.num_actions == 3
     assert info.engine_version == "1.3.2" and info.raw["library_version"] == "1.3.2"
     assert info.frame_skip == 4 and info.scenario.endswith("basic.cfg")
@@ -134,6 +137,23 @@ def test_async_results_carry_their_env_ids(client: EnvClient) -> None:
         client.recv(timeout_ms=5_000)
 
 
+def test_recv_returns_every_finished_env_in_one_call(client: EnvClient) -> None:
+    """A batcher's recv takes everything that is ready: results queued behind the first come merged with it."""
+    client.reset()
+    client.send([0], [MOVE_LEFT])
+    client.send([1], [MOVE_RIGHT])
+    deadline = time.monotonic() + 30
+    while client.socket.poll(0) == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(1.0)  # both games are done long before this: their results are queued
+    ids, out = client.recv(timeout_ms=0)
+    assert sorted(ids.tolist()) == [0, 1] and out["rgb"].shape == (2, 3, 64, 64)
+    assert out["env_ids"].tolist() == ids.tolist() and out["vars"].shape == (2, client.info.num_vars)
+    assert not any(a.flags.writeable for a in out.values())
+    with pytest.raises(EnvServerTimeoutError):
+        client.recv(timeout_ms=0)
+
+
 def test_results_decode_and_re_encode_to_the_servers_exact_bytes(server: EnvServer) -> None:
     with EnvClient(server.address) as c:
         c.reset()
@@ -158,7 +178,7 @@ def _raw_request(sock: zmq.Socket, frames: list[bytes], timeout_ms: int = 10_000
             return header, reply
 
 
-def _hdr(type_: int, count: int = 0, seq: int = 9, version: int = 1, magic: int = MAGIC) -> bytes:
+def _hdr(type_: int, count: int = 0, seq: int = 9, version: int = VERSION, magic: int = MAGIC) -> bytes:
     return struct.pack("<IHBBIIII", magic, version, type_, 0, count, seq, 0, 0)
 
 
@@ -173,7 +193,7 @@ def test_malformed_messages_get_errors_and_the_server_serves_on(server: EnvServe
         ([_hdr(MsgType.PING)[:23]], ErrorCode.MALFORMED),
         ([_hdr(MsgType.PING) + b"\0"], ErrorCode.MALFORMED),
         ([_hdr(MsgType.PING, magic=0x12345678)], ErrorCode.MALFORMED),
-        ([_hdr(MsgType.PING, version=2)], ErrorCode.BAD_VERSION),
+        ([_hdr(MsgType.PING, version=1)], ErrorCode.BAD_VERSION),
         ([_hdr(0x07)], ErrorCode.MALFORMED),
         ([_hdr(MsgType.RESULTS)], ErrorCode.MALFORMED),
         ([_hdr(MsgType.HELLO), b"extra"], ErrorCode.BAD_FRAMES),
@@ -243,7 +263,7 @@ def _check_busy_is_rejected(sock: zmq.Socket) -> None:
 
 def _num_vars(frames: list[bytes]) -> int:
     n = Header.unpack(frames[0]).count
-    return len(frames[6]) // (4 * n)
+    return next(g for g in range(256) if results_layout(n, g)[0] == len(frames[1]))
 
 
 def test_a_crashed_game_is_restarted_and_reported_while_the_others_continue(
