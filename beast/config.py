@@ -111,6 +111,11 @@ class Config:
     batch_size: int = setting(32, "B: rollouts per learner step.")
     discounting: float = setting(0.99, "Discount factor gamma.")
     reward_clipping: str = setting("abs_one", "Reward clipping before V-trace.", choices=("abs_one", "none"))
+    reward_scale: float = setting(
+        1.0,
+        "Multiply rewards by this before clipping; e.g. 0.01 for scenarios paying rewards in the hundreds, so that "
+        "values stay O(1) and the baseline loss does not drown the policy gradient.",
+    )
     baseline_cost: float = setting(0.5, "Weight of the baseline loss 0.5*sum((vs - V)^2).")
     entropy_cost: float = setting(0.01, "Weight of the entropy bonus (loss = cost * sum(pi log pi)).")
     clip_rho_threshold: float = setting(1.0, "V-trace rho-bar: truncation of importance weights in the targets.")
@@ -204,6 +209,8 @@ class Config:
                 raise ConfigError(f"{flag_name(name)} must be >= 0, got {getattr(self, name)}.")
         if not 0.0 <= self.discounting <= 1.0:
             raise ConfigError(f"--discounting must lie in [0, 1], got {self.discounting}.")
+        if self.reward_scale <= 0:
+            raise ConfigError(f"--reward-scale must be positive, got {self.reward_scale}.")
         if self.learning_rate <= 0:
             raise ConfigError(f"--learning-rate must be positive, got {self.learning_rate}.")
         if self.logit_lower_bound > 0:

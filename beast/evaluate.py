@@ -1,13 +1,312 @@
-"""`run.py --mode=test`: checkpoint evaluation and GIF recording land with the trainer issue."""
+"""`run.py --mode=test`: play a checkpoint's greedy policy for N episodes, report them, optionally record a GIF.
+
+What is evaluated is the checkpoint's agent in the world it was trained in: the model is built from the
+checkpoint's own config (so no model flag has to be repeated, or can contradict it), and so are the env settings
+the policy depends on (frame skip, resolution, enemy classes, and the reward mode and shaping weights, since the
+model reads the previous step's training reward). The flags decide the rest: --device, --mamba-backend, --seed,
+--episodes, --record-gif, --json and the env server binary. The scenario is the checkpoint's unless --scenario
+names another one than the default (`Config.scenario`), which is how a policy is tried on a related scenario with
+the same buttons.
+
+Per episode (docs/usage.md, "eval.json"): `return` is the scenario's own reward sum (`episode_return` from the
+server, whatever --reward-mode trained the agent), `length` is in agent steps, `kills` is KILLCOUNT at the end,
+and `reached_goal` means the episode ended on its own: not by the scenario's timeout, not by an engine crash, and
+with HEALTH > 0 at the end (alive). For deadly_corridor that is reaching the vest, for basic killing the monster.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
 from beast.cli import fail
 from beast.config import Config
+from beast.device import resolve_device
+from beast.envs import EnvClient, EnvServer, EnvServerError, EnvServerStartError, EnvServerTimeoutError
+from beast.envs.scenarios import ScenarioError
+from beast.envs.shaping import RewardShaper
+from beast.model import build_model
+from beast.runtime.checkpoint import MODEL_FIELDS, CheckpointError, latest_checkpoint, load_checkpoint
+
+EVAL_NAME = "eval.json"
+GIF_NAME = "episode.gif"
+GIF_SCALE = 4  # 64x64 observations -> 256x256 panels, nearest neighbour: big enough to watch, pixels kept sharp
+ENGINE_FPS = 35.0  # Doom's tic rate
+# Settings taken from the checkpoint rather than the flags: what the policy's weights and inputs depend on.
+ENV_FIELDS_FROM_CHECKPOINT = (
+    "frame_skip",
+    "screen_resolution",
+    "enemy_classes",
+    "reward_mode",
+    *(f.name for f in dataclasses.fields(Config) if f.name.startswith("shaping_")),
+)
+OBS_KEYS = ("rgb", "depth", "enemy", "audio")
+
+
+def evaluate_policy(
+    model: nn.Module,
+    client: EnvClient,
+    episodes: int,
+    *,
+    cfg: Config,
+    device: torch.device | str = "cpu",
+    frames_out: list[np.ndarray] | None = None,
+    max_steps: int | None = None,
+    on_episode: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Play `episodes` episodes with `model` as it is (call `.eval()` first for the greedy policy) on all envs of
+    `client`, each env carrying its own recurrent state, zeroed at episode ends by the model itself.
+
+    Episodes are shared out among the envs in advance (env i plays its quota of them), so short episodes are not
+    over-represented the way "the first N to finish" would make them. `cfg` gives the reward the model reads as
+    input (the reward mode and shaping weights it was trained with). `frames_out`, when given, receives the
+    panels (`panel`) of env 0's first episode. `max_steps` bounds the steps of the whole evaluation for scenarios
+    without a timeout. Returns one dict per episode, ordered by env and then by time (see the module docstring).
+    """
+    info = client.info
+    K = info.num_envs
+    quota = [episodes // K + (1 if i < episodes % K else 0) for i in range(K)]
+    columns = {name: i for i, name in enumerate(info.var_names)}
+    shaper = RewardShaper(info.var_names, cfg, K)
+    all_envs = np.arange(K)
+
+    obs = client.reset()
+    shaper.reset(all_envs, obs["vars"])
+    reward = np.zeros(K, np.float32)
+    done = np.ones(K, bool)  # the first slot of every env begins an episode
+    last_action = np.zeros(K, np.int64)
+    training_return = np.zeros(K, np.float64)
+    state = model.initial_state(K, device)  # type: ignore[operator]
+    played: list[list[dict[str, Any]]] = [[] for _ in range(K)]
+    recording = frames_out is not None
+    steps = 0
+    while any(len(played[i]) < quota[i] for i in range(K)):
+        if max_steps is not None and steps >= max_steps:
+            break
+        if recording:
+            frames_out.append(panel(obs["rgb"][0], obs["depth"][0], obs["enemy"][0]))  # type: ignore[union-attr]
+        inputs = {key: torch.from_numpy(np.array(obs[key]))[None].to(device) for key in OBS_KEYS}
+        inputs["last_action"] = torch.from_numpy(last_action)[None].to(device)
+        inputs["reward"] = torch.from_numpy(reward)[None].to(device)
+        inputs["done"] = torch.from_numpy(done)[None].to(device)
+        with torch.no_grad():
+            outputs, state = model(inputs, state)
+        action = outputs["action"][0].to("cpu", torch.int64).numpy()
+
+        obs = client.step(action.astype(np.int32))
+        steps += 1
+        done = obs["done"].astype(bool)
+        reward = shaper.step(all_envs, obs["vars"], obs["reward"], done, obs["final_vars"])
+        training_return += reward
+        last_action = np.where(done, 0, action)
+        for i in np.flatnonzero(done):
+            if len(played[i]) < quota[i]:
+                episode = _episode_record(obs, int(i), columns, float(training_return[i]))
+                played[i].append(episode)
+                if on_episode is not None:
+                    on_episode(episode)
+            training_return[i] = 0.0
+        if recording and done[0]:
+            recording = False
+    results = [episode for per_env in played for episode in per_env]
+    for n, episode in enumerate(results):
+        episode["episode"] = n
+    return results
+
+
+def _episode_record(
+    obs: dict[str, np.ndarray], i: int, columns: dict[str, int], training_return: float
+) -> dict[str, Any]:
+    final = obs["final_vars"][i]
+    health = float(final[columns["HEALTH"]]) if "HEALTH" in columns else None
+    truncated, crashed = bool(obs["truncated"][i]), bool(obs["crashed"][i])
+    return {
+        "episode": -1,
+        "env": int(i),
+        "return": float(obs["episode_return"][i]),
+        "length": int(obs["episode_length"][i]),
+        "kills": int(final[columns["KILLCOUNT"]]) if "KILLCOUNT" in columns else None,
+        "reached_goal": None if health is None else (not truncated and not crashed and health > 0),
+        "truncated": truncated,
+        "crashed": crashed,
+        "training_return": training_return,
+    }
+
+
+def panel(rgb: np.ndarray, depth: np.ndarray, enemy: np.ndarray, scale: int = GIF_SCALE) -> np.ndarray:
+    """One GIF frame: RGB | depth | enemy mask side by side, each 64x64 upscaled `scale` times (nearest), as
+    uint8 [64*scale, 3*64*scale, 3]; depth and mask as grey, the mask's 0/1 stretched to black/white."""
+    grey_depth = np.repeat(np.asarray(depth, np.uint8), 3, axis=0)
+    mask = np.repeat((np.asarray(enemy) > 0).astype(np.uint8) * 255, 3, axis=0)
+    chw = np.concatenate([np.asarray(rgb, np.uint8), grey_depth, mask], axis=2)  # [3, 64, 192]
+    hwc = np.ascontiguousarray(chw.transpose(1, 2, 0))
+    return hwc.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+def write_gif(path: Path, frames: list[np.ndarray], fps: float) -> None:
+    import imageio.v3 as iio
+
+    iio.imwrite(path, np.stack(frames), extension=".gif", duration=1000.0 / fps, loop=0)
+
+
+def summarize(episodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means over the episodes (None where a figure is missing in all of them)."""
+
+    def mean(key: str) -> float | None:
+        values = [float(e[key]) for e in episodes if e.get(key) is not None]
+        return sum(values) / len(values) if values else None
+
+    returns = [e["return"] for e in episodes]
+    m = mean("return")
+    std = math.sqrt(sum((r - m) ** 2 for r in returns) / len(returns)) if returns and m is not None else None
+    return {
+        "episodes": len(episodes),
+        "mean_return": m,
+        "std_return": std,
+        "mean_length": mean("length"),
+        "mean_kills": mean("kills"),
+        "reached_goal_rate": mean("reached_goal"),
+    }
+
+
+def find_checkpoint(cfg: Config) -> Path:
+    """--checkpoint PATH, else the latest checkpoint of SAVEDIR/XPID; exits 2 saying what to pass if neither."""
+    if cfg.checkpoint:
+        path = Path(cfg.checkpoint).expanduser()
+        if not path.is_file():
+            fail(f"--checkpoint={cfg.checkpoint}: no such file; pass the path of a checkpoint.pt a training run wrote.")
+        return path
+    if not cfg.xpid:
+        fail("--mode=test needs a checkpoint: pass --checkpoint PATH, or --xpid XPID of a run in --savedir.")
+    run = Path(cfg.savedir).expanduser() / cfg.xpid
+    found = latest_checkpoint(run)
+    if found is None:
+        fail(f"no checkpoint in {run}; check --savedir and --xpid, or pass --checkpoint PATH.")
+    return found
+
+
+def eval_config(cfg: Config, saved: dict[str, Any]) -> Config:
+    """The checkpoint's config with the flags' runtime settings (see the module docstring for which is which)."""
+    trained = Config.from_dict(saved)
+    scenario = cfg.scenario if cfg.scenario != Config().scenario else trained.scenario
+    from_flags = {
+        f.name: getattr(cfg, f.name)
+        for f in dataclasses.fields(Config)
+        if f.name not in ENV_FIELDS_FROM_CHECKPOINT and not _is_model_field(f.name)
+    }
+    return dataclasses.replace(trained, **{**from_flags, "scenario": scenario})
+
+
+def _is_model_field(name: str) -> bool:
+    return name in MODEL_FIELDS or name == "logit_lower_bound"  # the bound changes the policy's logits
 
 
 def main(cfg: Config) -> int:
-    fail(
-        "--mode=test is not available yet: evaluation needs the trainer's checkpoints, the next piece of work; "
-        "--mode=bench runs today."
+    path = find_checkpoint(cfg)
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError as err:
+        fail(str(err))
+    run_cfg = eval_config(cfg, ckpt["config"])
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    model = build_model(run_cfg, ckpt["num_actions"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        fail(f"{path}: its weights do not fit the model its config describes ({str(err).splitlines()[0]}).")
+    model.to(device).eval()
+
+    frames: list[np.ndarray] | None = [] if cfg.record_gif else None
+    server = EnvServer.from_config(dataclasses.replace(run_cfg, envs_per_server=1), index=0)
+    try:
+        with server, EnvClient(server.address) as client:
+            if client.info.num_actions != ckpt["num_actions"]:
+                fail(
+                    f"the checkpoint's policy has {ckpt['num_actions']} actions but scenario {run_cfg.scenario!r} "
+                    f"has {client.info.num_actions}; pass --scenario of the scenario it was trained on "
+                    f"({Config.from_dict(ckpt['config']).scenario})."
+                )
+            episodes = evaluate_policy(
+                model, client, cfg.episodes, cfg=run_cfg, device=device, frames_out=frames, on_episode=_progress(cfg)
+            )
+    except (EnvServerStartError, ScenarioError, EnvServerError, EnvServerTimeoutError) as err:
+        fail(str(err))
+
+    out_dir = path.parent
+    gif_path = None
+    if frames:
+        gif_path = out_dir / GIF_NAME
+        write_gif(gif_path, frames, fps=ENGINE_FPS / run_cfg.frame_skip)
+    report = {
+        "checkpoint": str(path),
+        "counters": ckpt["counters"],
+        "scenario": run_cfg.scenario,
+        "seed": cfg.seed,
+        "device": str(device),
+        "summary": summarize(episodes),
+        "episodes": episodes,
+        "gif": None if gif_path is None else str(gif_path),
+    }
+    (out_dir / EVAL_NAME).write_text(json.dumps(report, indent=2) + "\n")
+    if cfg.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_table(report, out_dir / EVAL_NAME)
+    return 0
+
+
+def _progress(cfg: Config) -> Callable[[dict[str, Any]], None] | None:
+    """One line per finished episode on stderr when a person is watching (long scenarios take minutes)."""
+    if cfg.json or not sys.stderr.isatty():
+        return None
+    count = iter(range(1, cfg.episodes + 1))
+    return lambda e: print(
+        f"episode {next(count)}/{cfg.episodes}: return {e['return']:.2f}, length {e['length']}", file=sys.stderr
     )
+
+
+def _print_table(report: dict[str, Any], eval_path: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def cell(value: Any, spec: str = "") -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        return format(value, spec)
+
+    counters = report["counters"]
+    frames = counters.get("frames", "?")
+    title = f"{report['scenario']} · {report['checkpoint']} · {frames} frames · seed {report['seed']}"
+    table = Table(title=title)
+    for name in ("episode", "return", "length", "kills", "reached goal"):
+        table.add_column(name, justify="right")
+    for e in report["episodes"]:
+        table.add_row(
+            str(e["episode"]), cell(e["return"], ".2f"), str(e["length"]), cell(e["kills"]), cell(e["reached_goal"])
+        )
+    s = report["summary"]
+    table.add_section()
+    table.add_row(
+        "mean",
+        f"{cell(s['mean_return'], '.2f')} ± {cell(s['std_return'], '.2f')}",
+        cell(s["mean_length"], ".1f"),
+        cell(s["mean_kills"], ".2f"),
+        "-" if s["reached_goal_rate"] is None else f"{100 * s['reached_goal_rate']:.0f}%",
+    )
+    console = Console()
+    console.print(table)
+    console.print(f"wrote {eval_path}" + (f" and {report['gif']}" if report["gif"] else ""), highlight=False)

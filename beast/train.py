@@ -1,13 +1,317 @@
-"""`run.py --mode=train`: the trainer (batcher, buffer pool, learner thread) lands with the trainer issue."""
+"""`run.py --mode=train`: the IMPALA trainer on one machine.
+
+Three threads (docs/architecture.md, "Runtime"):
+  * the batcher (inference) plays every env of every server with the model's inference copy and fills rollouts;
+  * the learner takes B full rollouts, runs `learn_step`, publishes the weights with version + 1;
+  * this (main) thread starts and stops everything, feeds the progress view and the logs, writes checkpoints on
+    schedule and at the end, and turns Ctrl-C / SIGTERM into an orderly stop.
+
+Stopping: the first SIGINT/SIGTERM sets the stop event. The batcher drops the step in flight (its results are
+never read), the learner finishes the step it is in, a final checkpoint is written, the env servers are stopped
+(their games and engines with them), and the process exits 0. A second signal interrupts at once (the servers are
+still stopped, by `finally` and by their own parent-death watch).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
 from beast.cli import fail
 from beast.config import Config
+from beast.device import resolve_device
+from beast.envs.client import EnvServerError, EnvServerTimeoutError
+from beast.envs.scenarios import ScenarioError
+from beast.envs.server import EnvServerStartError
+from beast.learn import LinearDecay, build_optimizer, build_scheduler
+from beast.learn.optim import frames_per_learner_step
+from beast.model import build_model
+from beast.runtime.batcher import Batcher
+from beast.runtime.buffers import BufferPool, rollout_specs
+from beast.runtime.checkpoint import (
+    CHECKPOINT_NAME,
+    CheckpointError,
+    check_config,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from beast.runtime.envs import EnvSet
+from beast.runtime.learner_thread import LearnerThread
+from beast.runtime.weights import ModelPolicy, PolicyWeights
+
+JOIN_TIMEOUT_S = 60.0  # a learner step of the default model on 2 CPU cores takes ~1-3 s; this is a hang
+TICK_S = 0.25
+
+
+def extend_schedule(scheduler: LinearDecay, optimizer: torch.optim.Optimizer, cfg: Config) -> None:
+    """After loading a checkpoint's schedule, decay over *this* run's `--total-frames`: resuming with a larger
+    budget extends the run, and without this the rate would stay at the old budget's end, zero."""
+    scheduler.total_frames = cfg.total_frames
+    scheduler.frames_per_step = frames_per_learner_step(cfg)
+    factor = scheduler.factor(scheduler.last_epoch)
+    for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
+        group["lr"] = float(base) * factor
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM set `stop` (a second one raises KeyboardInterrupt); the old handlers come back after."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class Meter:
+    """Turns the threads' running totals into the rates and fractions the view and the logs show."""
+
+    def __init__(self, batcher: Batcher, learner: LearnerThread, pool: BufferPool, cfg: Config) -> None:
+        self.batcher, self.learner, self.pool, self.cfg = batcher, learner, pool, cfg
+        self._last = self._totals()
+
+    def _totals(self) -> dict[str, float]:
+        b, lt = self.batcher, self.learner
+        return {
+            "time": time.monotonic(),
+            "env_steps": b.steps,
+            "batches": b.batches,
+            "inference_s": b.inference_s,
+            "wait_buffer_s": b.wait_buffer_s,
+            "learner_frames": lt.frames,
+            "step_s": lt.step_s,
+            "wait_s": lt.wait_s,
+        }
+
+    def rates(self) -> dict[str, float]:
+        """Rates since the previous call: frames/s of envs (sampled), inference (per second of model time) and
+        learner (consumed); the share of wall time the model, the learner and the waits took."""
+        now, last = self._totals(), self._last
+        self._last = now
+        dt = max(1e-9, now["time"] - last["time"])
+        skip = self.cfg.frame_skip
+        env_frames = (now["env_steps"] - last["env_steps"]) * skip
+        inference_s = now["inference_s"] - last["inference_s"]
+        batches = now["batches"] - last["batches"]
+        return {
+            "env_fps": env_frames / dt,
+            "inference_fps": env_frames / inference_s if inference_s > 0 else 0.0,
+            "learner_fps": (now["learner_frames"] - last["learner_frames"]) / dt,
+            "inference_busy_frac": inference_s / dt,
+            "learner_busy_frac": (now["step_s"] - last["step_s"]) / dt,
+            "learner_wait_frac": (now["wait_s"] - last["wait_s"]) / dt,
+            "actor_wait_frac": (now["wait_buffer_s"] - last["wait_buffer_s"]) / dt,
+            "mean_inference_batch": (env_frames / skip) / batches if batches else 0.0,
+        }
+
+    def waiting(self) -> str:
+        if self.batcher.waiting_for_buffer:
+            return "actors wait: all buffers full (learner is the bottleneck)"
+        if self.learner.waiting:
+            return "learner waits for rollouts"
+        return ""
+
+
+class Trainer:
+    """Everything one run holds; `run()` trains until the frame budget is spent or a stop is requested."""
+
+    def __init__(self, cfg: Config, run_path: Path, stop: threading.Event) -> None:
+        self.cfg = cfg
+        self.run_path = run_path
+        self.stop = stop
+        self.device = resolve_device(cfg.device)
+        self.envs = EnvSet(cfg)
+        self.counters_base = {"env_steps": 0, "episodes": 0}
+        self.checkpoint_path = run_path / CHECKPOINT_NAME
+
+    def run(self) -> int:
+        from beast.progress import ProgressView
+        from beast.runtime.logs import RunLogger
+
+        cfg = self.cfg
+        payload = self._load_resume()
+        first = self.envs.start()
+        num_actions = self.envs.num_actions
+        if payload is not None and payload["num_actions"] != num_actions:
+            fail(f"the checkpoint's model has {payload['num_actions']} actions; this scenario has {num_actions}.")
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg, num_actions).to(self.device)
+        optimizer = build_optimizer(model.parameters(), cfg)
+        scheduler = build_scheduler(optimizer, cfg)
+        counters: dict[str, int] = {}
+        if payload is not None:
+            model.load_state_dict(payload["model"])
+            optimizer.load_state_dict(payload["optimizer"])
+            if payload["scheduler"] is not None:
+                scheduler.load_state_dict(payload["scheduler"])
+                extend_schedule(scheduler, optimizer, cfg)
+            counters = dict(payload["counters"])
+            self.counters_base = {k: counters.get(k, 0) for k in self.counters_base}
+        model.train()
+        inference = build_model(cfg, num_actions).to(self.device)
+        weights = PolicyWeights(inference)
+        weights.publish(model, counters.get("learner_steps", 0))
+
+        buffers = max(cfg.buffer_count(), self.envs.num_envs + cfg.batch_size)  # remote servers add envs
+        specs = rollout_specs(self.envs.info.obs, num_actions)  # type: ignore[union-attr]
+        pool = BufferPool(
+            buffers, cfg.unroll_length, specs, model.initial_state(1, "cpu"), pin_memory=self.device.type == "cuda"
+        )
+        learner = LearnerThread(
+            cfg,
+            model,
+            optimizer,
+            scheduler,
+            pool,
+            weights,
+            self.device,
+            self.stop,
+            learner_steps=counters.get("learner_steps", 0),
+            frames=counters.get("frames", 0),
+        )
+        policy = ModelPolicy(weights, cfg, lambda: learner.frames, seed=cfg.seed + learner.steps)
+        batcher = Batcher(cfg, self.envs, pool, policy, self.device, self.stop, first)
+        self.learner, self.batcher, self.pool = learner, batcher, pool
+        self.model, self.optimizer, self.scheduler, self.num_actions = model, optimizer, scheduler, num_actions
+
+        purge = counters.get("frames") if payload is not None else None
+        threads = [
+            threading.Thread(target=batcher.run, name="batcher", daemon=True),
+            threading.Thread(target=learner.run, name="learner", daemon=True),
+        ]
+        meter = Meter(batcher, learner, pool, cfg)
+        with RunLogger(self.run_path, cfg, purge_from=purge) as logger, ProgressView(cfg, cfg.total_frames) as view:
+            for t in threads:
+                t.start()
+            try:
+                self._watch(meter, logger, view)
+            finally:
+                self.stop.set()
+                for t in threads:
+                    t.join(JOIN_TIMEOUT_S)
+                error = batcher.error or learner.error
+                if not any(t.is_alive() for t in threads):
+                    self.save()
+                    logger.log(self.counters(), self._stats(meter, final=True))
+        if error is not None:
+            raise error
+        return 0
+
+    def _load_resume(self) -> dict[str, Any] | None:
+        if not self.cfg.resume:
+            return None
+        path = latest_checkpoint(self.run_path)
+        if path is None:
+            fail(f"nothing to resume in {self.run_path}: it holds no checkpoint.")
+        try:
+            payload = load_checkpoint(path, map_location="cpu")
+            check_config(payload["config"], self.cfg, path)
+        except CheckpointError as err:
+            fail(str(err))
+        return payload
+
+    def _watch(self, meter: Meter, logger: Any, view: Any) -> None:
+        """The main thread's loop: progress, logs and checkpoints on schedule, until done or stopped."""
+        cfg = self.cfg
+        next_log = time.monotonic() + cfg.log_interval_s
+        next_checkpoint = time.monotonic() + cfg.checkpoint_interval_min * 60.0
+        last_rates: dict[str, float] = {}
+        while not self.stop.is_set() and not self.learner.finished.is_set():
+            time.sleep(TICK_S)
+            now = time.monotonic()
+            if now >= next_log:
+                next_log = now + cfg.log_interval_s
+                stats = self._stats(meter)
+                last_rates = {k: v for k, v in stats.items() if k in ("env_fps", "inference_fps", "learner_fps")}
+                logger.log(self.counters(), stats)
+            view.update(self.snapshot(meter, last_rates))
+            if now >= next_checkpoint:
+                next_checkpoint = now + cfg.checkpoint_interval_min * 60.0
+                self.save()
+
+    def counters(self) -> dict[str, int]:
+        steps = self.counters_base["env_steps"] + self.batcher.steps
+        return {
+            "frames": self.learner.frames,
+            "learner_steps": self.learner.steps,
+            "env_steps": steps,
+            "env_frames": steps * self.cfg.frame_skip,
+            "episodes": self.counters_base["episodes"] + self.batcher.episodes,
+        }
+
+    def _stats(self, meter: Meter, final: bool = False) -> dict[str, float | None]:
+        stats: dict[str, float | None] = dict(self.learner.drain_stats())
+        stats.update(meter.rates())
+        stats.update(self.batcher.episode_stats())
+        occupancy = self.pool.occupancy()
+        stats.update({f"buffers_{k}": float(v) for k, v in occupancy.items()})
+        stats["dropped_rollouts"] = float(self.batcher.dropped_rollouts)
+        stats["server_restarts"] = float(self.envs.restarts)
+        return stats
+
+    def snapshot(self, meter: Meter, rates: dict[str, float]) -> dict[str, Any]:
+        counters = self.counters()
+        last = self.learner.last_stats
+        occupancy = self.pool.occupancy()
+        return {
+            "frames": counters["frames"],
+            "steps": counters["frames"] // self.cfg.frame_skip,
+            "learner_steps": counters["learner_steps"],
+            **rates,
+            "episodes": counters["episodes"],
+            **self.batcher.episode_stats(),
+            "losses": {k: last[k] for k in ("total_loss", "pg_loss", "baseline_loss", "entropy_loss") if k in last},
+            "policy_lag_mean": last.get("policy_lag_mean"),
+            "buffers_free": occupancy["free"],
+            "buffers_filling": occupancy["filling"],
+            "buffers_full": occupancy["full"],
+            "waiting": meter.waiting(),
+        }
+
+    def save(self) -> None:
+        """Checkpoint between learner steps (the learner's lock), so model, optimiser and counters agree."""
+        with self.learner.lock:
+            save_checkpoint(
+                self.checkpoint_path,
+                model=self.model,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                counters=self.counters(),
+                cfg=self.cfg,
+                num_actions=self.num_actions,
+            )
 
 
 def main(cfg: Config) -> int:
-    fail(
-        "--mode=train is not available yet: the trainer (dynamic batcher, buffer pool, learner thread) is the "
-        "next piece of work; --mode=bench runs today."
-    )
+    from beast.runtime.run_dir import run_dir
+
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        run_path = run_dir(cfg)
+        trainer = Trainer(cfg, run_path, stop)
+        try:
+            return trainer.run()
+        except (EnvServerStartError, ScenarioError) as err:
+            fail(str(err))
+        except (EnvServerError, EnvServerTimeoutError) as err:
+            fail(f"env servers failed: {err}")
+        finally:
+            trainer.envs.close()

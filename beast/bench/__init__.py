@@ -18,10 +18,11 @@ def machine_description() -> str:
 
 
 def main(cfg: Config) -> int:
-    from beast.bench import envs, model
+    from beast.bench import envs, model, system
 
     rows: list[BenchRow] = []
     rows += envs.run(cfg)
     rows += model.run(cfg)
+    rows += system.run(cfg)
     print_rows(rows, cfg.json, machine_description())
     return 0

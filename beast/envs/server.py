@@ -113,6 +113,9 @@ class EnvServer:
         self._tmpdir = tempfile.mkdtemp(prefix="beast-env-")
         self.address = self._requested_address or f"ipc://{self._tmpdir}/envserver.sock"
         self._stderr_path = Path(self._tmpdir) / "stderr.log"
+        # Engines starting together in a fresh directory race to create _vizdoom/ (check, then mkdir) and the
+        # loser dies at startup; creating it first leaves nothing to race for.
+        (Path(self._tmpdir) / "_vizdoom").mkdir()
         cmd = [
             str(binary),
             f"--address={self.address}",

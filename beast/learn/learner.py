@@ -74,7 +74,7 @@ def split_rollout(
     the reward and `done` that arrived at slot t+1, and pi's logits and value at slot t. The bootstrap is V at
     slot T, cut by the discount where slot T starts a new episode.
     """
-    rewards = losses.clip_rewards(batch["reward"][1:].to(torch.float32), cfg.reward_clipping)
+    rewards = losses.clip_rewards(batch["reward"][1:].to(torch.float32) * cfg.reward_scale, cfg.reward_clipping)
     discounts = (~batch["done"][1:].bool()).to(torch.float32) * cfg.discounting
     return {
         "target_logits": outputs["policy_logits"][:-1],

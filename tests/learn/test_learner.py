@@ -240,8 +240,14 @@ def test_losses_of_a_fragment_with_a_reset_are_the_sum_over_its_episodes(
 
 def test_split_rollout_aligns_rewards_discounts_and_actions(make_config, make_rollout) -> None:
     T = 5
-    for clipping, reward in (("abs_one", 1.0), ("none", 5.0)):
-        cfg = make_config(unroll_length=T, batch_size=1, discounting=0.9, reward_clipping=clipping)
+    # (clipping, scale, the reward V-trace sees): scaling comes before clipping.
+    for clipping, scale, reward in (
+        ("abs_one", 1.0, 1.0),
+        ("none", 1.0, 5.0),
+        ("none", 0.1, 0.5),
+        ("abs_one", 0.1, 0.5),
+    ):
+        cfg = make_config(unroll_length=T, batch_size=1, discounting=0.9, reward_clipping=clipping, reward_scale=scale)
         batch = make_rollout(cfg, torch.Generator().manual_seed(2))
         batch["reward"].zero_()
         batch["reward"][3] = 5.0  # received on arriving at slot 3: the reward of the action at slot 2

@@ -1,0 +1,225 @@
+"""The run's env servers as one set of envs: local ones started and restarted here, remote ones connected.
+
+Envs get global indices 0..N-1, server by server (`offsets[s] + local id`), so the batcher, the buffer pool and the
+reward shaper index flat arrays. Local and remote servers are alike to the batcher; only a restart differs (a local
+server is stopped and started again, a remote one is reconnected).
+
+Threads: the batcher owns every `EnvClient` (ZeroMQ sockets are single-threaded). A restart runs in a background
+thread that builds a *new* client, resets it and hands it over through a queue, so the batcher never waits for the
+seconds a server needs to start its games; the batcher closes the dead client itself before asking for a restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from beast.config import Config
+from beast.envs.client import EnvClient, EnvInfo, EnvServerError, EnvServerTimeoutError, Results, read_curve_public_key
+from beast.envs.server import EnvServer
+
+RESTART_RETRY_S = 2.0  # pause between failed restart attempts, so a broken setup does not spin
+
+
+@dataclass
+class ServerSlot:
+    """One server of the set: where it is, its envs' global range, and whether it is serving."""
+
+    index: int
+    address: str
+    offset: int = 0
+    num_envs: int = 0
+    local: EnvServer | None = None
+    client: EnvClient | None = None
+    up: bool = False
+    generation: int = 0  # restarts so far; local restarts get fresh seeds from it
+
+
+class EnvSet:
+    """Local servers (`--num-servers` x `--envs-per-server`) plus remote ones (`--env-servers`), as one env index."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        remote = cfg.remote_server_list()
+        self.slots = [ServerSlot(i, "") for i in range(cfg.num_servers)]
+        self.slots += [ServerSlot(cfg.num_servers + i, addr) for i, addr in enumerate(remote)]
+        self._curve_key = read_curve_public_key(cfg.curve_server_key) if cfg.curve_server_key else None
+        self._restarted: queue.Queue[tuple[int, EnvServer | None, EnvClient, Results]] = queue.Queue()
+        self._stopping = threading.Event()
+        self._restart_threads: list[threading.Thread] = []
+        self.info: EnvInfo | None = None
+        self.offsets = np.zeros(0, dtype=np.int64)
+        self.restarts = 0
+
+    # --- lifetime --------------------------------------------------------------------------------------------
+    def start(self) -> list[tuple[int, Results]]:
+        """Start local servers (in parallel: each takes seconds to start its games), connect all, reset all.
+        Returns each server's first observations, `(server index, results [K, ...])`."""
+        errors: list[BaseException] = []
+
+        def bring_up(slot: ServerSlot) -> None:
+            try:
+                slot.local, slot.client = self._connect(slot)
+            except BaseException as err:  # reported below, after every thread is done
+                errors.append(err)
+
+        threads = [threading.Thread(target=bring_up, args=(slot,), daemon=True) for slot in self.slots]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            self.close()
+            raise errors[0]
+        infos = [slot.client.info for slot in self.slots if slot.client is not None]
+        first = infos[0]
+        for slot, info in zip(self.slots, infos, strict=True):
+            if info.num_actions != first.num_actions or info.var_names != first.var_names:
+                self.close()
+                raise EnvServerError(
+                    f"env server {slot.address} plays a different game ({info.num_actions} actions, vars "
+                    f"{info.var_names}) from {self.slots[0].address}; every server of a run must use one scenario."
+                )
+        self.info = first
+        offset = 0
+        for slot, info in zip(self.slots, infos, strict=True):
+            slot.offset, slot.num_envs, slot.up = offset, info.num_envs, True
+            offset += info.num_envs
+        self.offsets = np.array([slot.offset for slot in self.slots], dtype=np.int64)
+        return [(slot.index, slot.client.reset()) for slot in self.slots if slot.client is not None]
+
+    def _connect(self, slot: ServerSlot) -> tuple[EnvServer | None, EnvClient]:
+        """Start (local) or reach (remote) the server of `slot`; raises if it cannot."""
+        local = None
+        address = slot.address
+        if slot.index < self.cfg.num_servers:
+            local = EnvServer.from_config(self.cfg, slot.index)
+            # A restarted server gets seeds no other server of the run has used (docs/protocol.md, "Seeds").
+            local.seed += slot.generation * self.cfg.num_servers * self.cfg.envs_per_server
+            local.start()
+            address = local.address
+        try:
+            client = EnvClient(address, curve_server_key=self._curve_key if local is None else None)
+        except BaseException:
+            if local is not None:
+                local.stop(timeout_s=1.0)
+            raise
+        slot.address = address
+        return local, client
+
+    def close(self) -> None:
+        """Close every client and stop every local server, in parallel (each may take a second to close games)."""
+        self._stopping.set()
+        for slot in self.slots:
+            if slot.client is not None:
+                slot.client.close()
+                slot.client = None
+            slot.up = False
+        for t in self._restart_threads:
+            t.join(timeout=10.0)
+        while not self._restarted.empty():  # restarts that finished after we stopped caring
+            _, local, client, _ = self._restarted.get_nowait()
+            client.close()
+            if local is not None:
+                local.stop(timeout_s=1.0)
+        stoppers = [
+            threading.Thread(target=slot.local.stop, kwargs={"timeout_s": 2.0}, daemon=True)
+            for slot in self.slots
+            if slot.local is not None
+        ]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join()
+        for slot in self.slots:
+            slot.local = None
+
+    def __enter__(self) -> EnvSet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- layout ----------------------------------------------------------------------------------------------
+    @property
+    def num_envs(self) -> int:
+        return int(sum(slot.num_envs for slot in self.slots))
+
+    @property
+    def num_actions(self) -> int:
+        assert self.info is not None, "start() first"
+        return self.info.num_actions
+
+    def server_pids(self) -> list[int]:
+        """Pids of the local servers now running (their engines share each server's process group)."""
+        return [slot.local.pid for slot in self.slots if slot.local is not None and slot.local.alive()]
+
+    # --- supervision (called from the batcher thread) --------------------------------------------------------
+    def dead_servers(self) -> list[int]:
+        """Serving local servers whose process has exited (the EnvServer reaper has already killed its group)."""
+        return [s.index for s in self.slots if s.up and s.local is not None and not s.local.alive()]
+
+    def begin_restart(self, index: int, on_error: Callable[[BaseException], None] | None = None) -> None:
+        """Take server `index` out of service and bring it back in the background (new client, RESET)."""
+        slot = self.slots[index]
+        slot.up = False
+        if slot.client is not None:
+            slot.client.close()
+            slot.client = None
+        old, slot.local = slot.local, None
+        slot.generation += 1
+        self.restarts += 1
+        if index >= self.cfg.num_servers:
+            slot.address = self.cfg.remote_server_list()[index - self.cfg.num_servers]
+
+        def restart() -> None:
+            if old is not None:
+                old.stop(timeout_s=2.0)
+            while not self._stopping.is_set():
+                try:
+                    local, client = self._connect(slot)
+                except Exception as err:
+                    if on_error is not None:
+                        on_error(err)
+                    time.sleep(RESTART_RETRY_S)
+                    continue
+                try:
+                    results = client.reset()
+                except (EnvServerError, EnvServerTimeoutError) as err:
+                    client.close()
+                    if local is not None:
+                        local.stop(timeout_s=1.0)
+                    if on_error is not None:
+                        on_error(err)
+                    time.sleep(RESTART_RETRY_S)
+                    continue
+                self._restarted.put((index, local, client, results))
+                return
+
+        thread = threading.Thread(target=restart, name=f"envserver-restart-{index}", daemon=True)
+        self._restart_threads.append(thread)
+        thread.start()
+
+    def take_restarted(self) -> list[tuple[int, Results]]:
+        """Servers whose restart finished: put them back in service; their first observations, as `start()`."""
+        back = []
+        while True:
+            try:
+                index, local, client, results = self._restarted.get_nowait()
+            except queue.Empty:
+                return back
+            slot = self.slots[index]
+            if client.info.num_envs != slot.num_envs or client.info.num_actions != self.num_actions:
+                client.close()
+                with contextlib.suppress(Exception):
+                    if local is not None:
+                        local.stop(timeout_s=1.0)
+                raise EnvServerError(f"env server {slot.address} came back with a different game; cannot continue.")
+            slot.local, slot.client, slot.up = local, client, True
+            back.append((index, results))

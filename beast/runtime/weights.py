@@ -1,0 +1,95 @@
+"""The acting policies the batcher runs: the model's inference copy (with weight publishing), or uniform random.
+
+The learner trains its own model; the batcher acts with a separate inference copy on the same device. Publishing
+copies the learner's weights into that copy under a lock the batcher also holds while it runs a forward pass, so a
+step never mixes two versions, and the version number of the weights that acted is returned with every step. A
+copy per update costs one parameter-sized memcpy; sharing the learner's tensors instead would let the optimiser
+change weights in the middle of an acting forward pass.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from beast.config import Config
+from beast.learn.techniques import in_critic_warmup, perturb_logits
+
+State = tuple[torch.Tensor, ...]
+
+
+class Policy(Protocol):
+    """What the batcher needs: recurrent state for N envs, and one step for a batch of them."""
+
+    def initial_state(self, num_envs: int, device: torch.device) -> State: ...
+
+    def act(self, inputs: Mapping[str, torch.Tensor], state: State) -> tuple[torch.Tensor, torch.Tensor, State, int]:
+        """inputs [1, n, ...] -> (logits [n, A] sampled from, actions [n] int64, new state, policy version)."""
+        ...
+
+
+class PolicyWeights:
+    """The inference copy of the model and its version; `publish` is the learner's side, `lock` the batcher's."""
+
+    def __init__(self, model: nn.Module, version: int = 0) -> None:
+        self.model = model.eval()  # eval: the model's own argmax is cheap; the batcher samples itself
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.version = version
+        self.lock = threading.Lock()
+
+    def publish(self, source: nn.Module, version: int) -> None:
+        """Copy `source`'s weights into the inference copy and make them version `version`."""
+        state = source.state_dict()
+        with self.lock, torch.no_grad():
+            self.model.load_state_dict(state)
+            self.version = version
+
+
+class ModelPolicy:
+    """Acts with the inference copy: T=1 forward, optional warm-up logit noise, sampling from the (noised) logits."""
+
+    def __init__(self, weights: PolicyWeights, cfg: Config, frames_seen: Callable[[], int], seed: int = 0) -> None:
+        self.weights = weights
+        self.cfg = cfg
+        self.frames_seen = frames_seen
+        device = next(weights.model.parameters()).device
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+
+    def initial_state(self, num_envs: int, device: torch.device) -> State:
+        return tuple(self.weights.model.initial_state(num_envs, device))  # type: ignore[operator]
+
+    def act(self, inputs: Mapping[str, torch.Tensor], state: State) -> tuple[torch.Tensor, torch.Tensor, State, int]:
+        with self.weights.lock, torch.no_grad():
+            outputs, new_state = self.weights.model(inputs, state)
+            version = self.weights.version
+        logits = outputs["policy_logits"][0].float()
+        noise = self.cfg.warmup_logit_noise
+        if noise > 0 and in_critic_warmup(self.frames_seen(), self.cfg):
+            # mu is the perturbed distribution: it is what the action is drawn from, so it is what gets recorded.
+            logits = perturb_logits(logits, noise, self.generator)
+        actions = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=self.generator).squeeze(1)
+        return logits, actions, tuple(new_state), version
+
+
+class RandomPolicy:
+    """Uniform random actions, no model: the trivial policy of the system benchmark (and a random baseline)."""
+
+    def __init__(self, num_actions: int, seed: int = 0) -> None:
+        self.num_actions = num_actions
+        self.generator = torch.Generator()
+        self.generator.manual_seed(seed)
+
+    def initial_state(self, num_envs: int, device: torch.device) -> State:
+        return ()
+
+    def act(self, inputs: Mapping[str, torch.Tensor], state: State) -> tuple[torch.Tensor, torch.Tensor, State, int]:
+        n = inputs["done"].shape[1]
+        actions = torch.randint(self.num_actions, (n,), generator=self.generator)
+        return torch.zeros(n, self.num_actions), actions, state, 0

@@ -1,0 +1,140 @@
+"""The dynamic batcher with a real server: partial batches under the wait limit, the batch-size cap, per-env
+recurrent state isolation, and the reset of an env's state at `done`."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+import numpy as np
+import torch
+
+from beast.model import build_model
+from beast.runtime.batcher import Arrival
+from beast.runtime.weights import ModelPolicy, PolicyWeights, RandomPolicy
+
+
+class RecordingPolicy(RandomPolicy):
+    """Uniform random actions; remembers every batch size it was asked to act on."""
+
+    def __init__(self, num_actions: int) -> None:
+        super().__init__(num_actions)
+        self.sizes: list[int] = []
+
+    def act(self, inputs, state):
+        self.sizes.append(int(inputs["done"].shape[1]))
+        return super().act(inputs, state)
+
+
+def run_for(batcher, pool, stop, seconds: float) -> None:
+    """Run the batcher for `seconds`, consuming (freeing) every full rollout so it never waits for buffers."""
+    thread = threading.Thread(target=batcher.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            ids = pool.take(1, threading.Event(), poll_s=0.05) if pool.occupancy()["full"] else None
+            if ids:
+                pool.gather(ids)
+            else:
+                time.sleep(0.01)
+    finally:
+        stop.set()
+        thread.join(10.0)
+    assert not thread.is_alive()
+    assert batcher.error is None, batcher.error
+
+
+def test_partial_batches_run_after_the_wait_limit(small_cfg, env_set, batcher_factory) -> None:
+    # 3 envs can never fill a batch of 64: every batch is partial and must still be run after the 5 ms wait.
+    cfg = dataclasses.replace(small_cfg, max_inference_batch=64, max_inference_wait_ms=5.0)
+    envs, first = env_set(cfg)
+    policy = RecordingPolicy(envs.num_actions)
+    batcher, pool, stop = batcher_factory(cfg, envs, first, policy, ())
+    run_for(batcher, pool, stop, 3.0)
+    assert batcher.steps > 30, f"only {batcher.steps} steps in 3 s"
+    assert policy.sizes and max(policy.sizes) <= envs.num_envs < cfg.max_inference_batch
+
+
+def test_batches_never_exceed_the_cap(small_cfg, env_set, batcher_factory) -> None:
+    cfg = dataclasses.replace(small_cfg, envs_per_server=6, max_inference_batch=2, max_inference_wait_ms=50.0)
+    envs, first = env_set(cfg)
+    policy = RecordingPolicy(envs.num_actions)
+    batcher, pool, stop = batcher_factory(cfg, envs, first, policy, ())
+    run_for(batcher, pool, stop, 3.0)
+    assert batcher.steps > 30
+    assert max(policy.sizes) == 2, policy.sizes[:20]
+    # The 6 first observations of RESET arrive together and are split into batches of 2, not run as one.
+    assert policy.sizes[:3] == [2, 2, 2]
+
+
+def model_batcher(cfg, envs, first, batcher_factory):
+    torch.manual_seed(0)
+    model = build_model(cfg, envs.num_actions)
+    weights = PolicyWeights(build_model(cfg, envs.num_actions))
+    weights.publish(model, 0)
+    policy = ModelPolicy(weights, cfg, frames_seen=lambda: 0)
+    batcher, _, _ = batcher_factory(cfg, envs, first, policy, model.initial_state(1))
+    return batcher, model.eval()
+
+
+def arrival(first, env_ids, done: bool) -> Arrival:
+    """Observations of envs `env_ids` (taken from RESET's results) delivered as a step with the given `done`."""
+    results = {key: np.ascontiguousarray(value[env_ids]) for key, value in first[0][1].items()}
+    results["done"] = np.full(len(env_ids), int(done), dtype=np.uint8)
+    results["crashed"] = np.zeros(len(env_ids), dtype=np.uint8)
+    return Arrival(0, np.asarray(env_ids, dtype=np.int64), results)
+
+
+def test_each_env_keeps_its_own_state(small_cfg, env_set, batcher_factory) -> None:
+    cfg = dataclasses.replace(small_cfg, envs_per_server=4)
+    envs, first = env_set(cfg)
+    batcher, model = model_batcher(cfg, envs, first, batcher_factory)
+    for s in batcher.state:  # distinct, non-zero states per env
+        s.copy_(torch.randn_like(s))
+    before = tuple(s.clone() for s in batcher.state)
+    batcher.step([arrival(first, [1, 3], done=False)])
+    for s, b in zip(batcher.state, before, strict=True):
+        assert torch.equal(s[[0, 2]], b[[0, 2]]), "stepping envs 1 and 3 changed the state of envs 0 and 2"
+        assert not torch.equal(s[[1, 3]], b[[1, 3]]), "the stepped envs' state did not advance"
+    # And env 3's new state is what the model computes from env 3's old state alone (batch of one).
+    inputs = batcher.pool.storage
+    slot = int(batcher.slot[3]) - 1
+    buf = int(batcher.buffer[3])
+    one = {
+        key: inputs[key][slot : slot + 1, buf : buf + 1]
+        for key in ("rgb", "depth", "enemy", "audio", "reward", "done", "last_action")
+    }
+    with torch.no_grad():
+        _, expected = model(one, tuple(b[3:4] for b in before))
+    for s, e in zip(batcher.state, expected, strict=True):
+        torch.testing.assert_close(s[3:4], e, atol=1e-5, rtol=1e-5)
+
+
+def test_done_resets_the_env_state(small_cfg, env_set, batcher_factory) -> None:
+    cfg = dataclasses.replace(small_cfg, envs_per_server=2)
+    envs, first = env_set(cfg)
+    batcher, _ = model_batcher(cfg, envs, first, batcher_factory)
+    for s in batcher.state:
+        s.copy_(torch.randn_like(s) * 3)
+    noisy = tuple(s.clone() for s in batcher.state)
+    batcher.step([arrival(first, [0, 1], done=True)])
+    after_done = tuple(s.clone() for s in batcher.state)
+    # Recorded as an episode start: done set, the last action 0 whatever the env did before.
+    recorded = batcher.buffer[[0, 1]].copy()
+    storage = batcher.pool.storage
+    assert storage["done"][0, recorded].all()
+    assert torch.equal(storage["last_action"][0, recorded], torch.zeros(2, dtype=torch.int64))
+    # Same observations, but from a zero state: an episode start must not see the previous episode's state.
+    for s in batcher.state:
+        s.zero_()
+    batcher.last_action[:] = 0  # the same inputs as the done step, which sees last action 0
+    batcher.step([arrival(first, [0, 1], done=False)])
+    for a, z in zip(after_done, batcher.state, strict=True):
+        torch.testing.assert_close(a, z, atol=1e-5, rtol=1e-5)
+    # And without done, the old state does matter (otherwise this test pins nothing).
+    for s, n in zip(batcher.state, noisy, strict=True):
+        s.copy_(n)
+    batcher.step([arrival(first, [0, 1], done=False)])
+    assert any(not torch.allclose(s, a, atol=1e-3) for s, a in zip(batcher.state, after_done, strict=True))

@@ -1,0 +1,169 @@
+"""`run.py --mode=test` on a real checkpoint of a small fresh model, against the real env server and game."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from beast.config import Config
+from beast.envs import EnvClient, EnvServer
+from beast.evaluate import EVAL_NAME, GIF_NAME, GIF_SCALE, evaluate_policy, main, panel
+from beast.learn import build_optimizer, build_scheduler
+from beast.model import build_model
+from beast.runtime.checkpoint import CHECKPOINT_NAME, save_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+BINARY = os.environ.get("BEAST_ENVSERVER_BINARY", Config().envserver_binary)
+BASIC_ACTIONS = 3  # MOVE_LEFT, MOVE_RIGHT, ATTACK
+EPISODE_FIELDS = {"episode", "env", "return", "length", "kills", "reached_goal", "truncated", "crashed"}
+
+
+def small_config(**overrides: object) -> Config:
+    values: dict[str, object] = dict(
+        d_model=32,
+        d_state=8,
+        headdim=16,
+        head_hidden=32,
+        action_embed_dim=8,
+        mamba_backend="torch",
+        scenario="basic",
+        envserver_binary=BINARY,
+    )
+    values.update(overrides)
+    return dataclasses.replace(Config(), **values)  # type: ignore[arg-type]
+
+
+def write_checkpoint(path: Path, num_actions: int = BASIC_ACTIONS) -> Config:
+    cfg = small_config()
+    torch.manual_seed(0)
+    model = build_model(cfg, num_actions)
+    optimizer = build_optimizer(model.parameters(), cfg)
+    save_checkpoint(
+        path,
+        model=model,
+        optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, cfg),
+        counters={"frames": 1234, "steps": 308, "learner_steps": 2},
+        cfg=cfg,
+        num_actions=num_actions,
+    )
+    return cfg
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        # one torch thread: a T=1 step of a tiny model gains nothing from two, and loses much on a busy machine
+        [sys.executable, str(REPO / "run.py"), "--mode=test", f"--envserver-binary={BINARY}", "--num-threads=1", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+def test_mode_test_with_record_gif_writes_eval_json_and_a_three_panel_gif(tmp_path: Path) -> None:
+    path = tmp_path / "run" / CHECKPOINT_NAME
+    write_checkpoint(path)
+    proc = run_cli("--scenario", "basic", "--episodes", "2", "--record-gif", "--checkpoint", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert "reached goal" in proc.stdout
+
+    report = json.loads((path.parent / EVAL_NAME).read_text())
+    assert report["checkpoint"] == str(path) and report["scenario"] == "basic"
+    assert report["counters"] == {"frames": 1234, "steps": 308, "learner_steps": 2}
+    episodes = report["episodes"]
+    assert len(episodes) == 2 and [e["episode"] for e in episodes] == [0, 1]
+    for e in episodes:
+        assert set(e) >= EPISODE_FIELDS
+        assert 0 < e["length"] <= 75  # basic times out after 300 tics = 75 steps of 4
+        assert isinstance(e["kills"], int) and isinstance(e["reached_goal"], bool)
+        # reached goal = ended on its own (not by the timeout), alive; basic's return is -1 per tic, +106 a kill
+        assert e["reached_goal"] == (not e["truncated"] and not e["crashed"])
+        assert e["truncated"] == (e["length"] == 75)
+    summary = report["summary"]
+    assert summary["episodes"] == 2
+    assert summary["mean_return"] == pytest.approx(np.mean([e["return"] for e in episodes]))
+
+    gif = path.parent / GIF_NAME
+    assert report["gif"] == str(gif)
+    frames = iio.imread(gif, index=None)
+    side = 64 * GIF_SCALE
+    assert frames.ndim == 4 and frames.shape[0] > 1 and frames.shape[1:] == (side, 3 * side, 3)
+    # GIF frames are palette-quantised: compare the first one with the game's first observation (same seed 0)
+    with EnvServer(scenario="basic", num_envs=1, seed=0, binary=BINARY) as server, EnvClient(server.address) as env:
+        first = env.reset()
+    expected = panel(first["rgb"][0], first["depth"][0], first["enemy"][0]).astype(np.int16)
+    difference = np.abs(frames[0].astype(np.int16) - expected)
+    for i, name in enumerate(("rgb", "depth", "enemy")):
+        assert difference[:, i * side : (i + 1) * side].mean() < 6.0, name
+    mask_panel = frames[0][:, 2 * side :]
+    assert mask_panel.max() > 200 and (np.minimum(mask_panel, 255 - mask_panel) < 20).all()  # black and white
+
+
+def test_mode_test_finds_the_runs_checkpoint_by_xpid_and_prints_json_equal_to_eval_json(tmp_path: Path) -> None:
+    write_checkpoint(tmp_path / "exp" / CHECKPOINT_NAME)
+    # no --scenario: the checkpoint's (basic) is used, not the flag's default (deadly_corridor, 7 actions)
+    proc = run_cli("--savedir", str(tmp_path), "--xpid", "exp", "--episodes", "1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    printed = json.loads(proc.stdout)
+    assert printed == json.loads((tmp_path / "exp" / EVAL_NAME).read_text())
+    assert printed["scenario"] == "basic" and len(printed["episodes"]) == 1 and printed["gif"] is None
+
+
+def _exit_2(cfg: Config, capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(cfg)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("run.py: error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_a_missing_checkpoint_exits_2_saying_what_to_pass(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = dataclasses.replace(Config(), mode="test", savedir=str(tmp_path))
+    assert "--checkpoint" in _exit_2(dataclasses.replace(cfg, checkpoint=str(tmp_path / "nope.pt")), capsys)
+    assert "no checkpoint in" in _exit_2(dataclasses.replace(cfg, xpid="exp"), capsys)
+    assert "--checkpoint PATH, or --xpid" in _exit_2(cfg, capsys)
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    assert "corrupt" in _exit_2(dataclasses.replace(cfg, checkpoint=str(tmp_path / "bad.pt")), capsys)
+
+
+def test_a_checkpoint_for_another_action_set_exits_2_naming_the_scenario(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / CHECKPOINT_NAME
+    write_checkpoint(path, num_actions=5)
+    cfg = dataclasses.replace(Config(), mode="test", checkpoint=str(path), envserver_binary=BINARY, episodes=1)
+    err = _exit_2(cfg, capsys)
+    assert "5 actions" in err and "'basic' has 3" in err
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_evaluate_policy_shares_episodes_among_envs_and_records_env_0s_first_episode(one_thread: None) -> None:
+    cfg = small_config()
+    torch.manual_seed(0)
+    model = build_model(cfg, BASIC_ACTIONS).eval()
+    frames: list[np.ndarray] = []
+    with EnvServer(scenario="basic", num_envs=2, seed=5, binary=BINARY) as server, EnvClient(server.address) as env:
+        episodes = evaluate_policy(model, env, 3, cfg=cfg, frames_out=frames)
+    assert [e["env"] for e in episodes] == [0, 0, 1]  # quotas 2 and 1, in env order
+    assert [e["episode"] for e in episodes] == [0, 1, 2]
+    assert len(frames) == episodes[0]["length"]  # one panel per step of env 0's first episode
+    assert frames[0].shape == (64 * GIF_SCALE, 3 * 64 * GIF_SCALE, 3) and frames[0].dtype == np.uint8

@@ -1,0 +1,165 @@
+"""`run.py --mode=train` end to end, as a user runs it: a real process, real servers and games, the real model.
+
+A short run on `basic` writes a checkpoint and logs; `--resume` continues its counters; Ctrl-C stops a run cleanly
+(exit 0, a final checkpoint, none of the processes it started left). Only pids these tests started are inspected
+or killed: other people run ViZDoom games on this machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from beast.envs.server import pid_alive, process_group
+from beast.runtime.checkpoint import CHECKPOINT_NAME, load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--d-model=32", "--headdim=16", "--d-state=8", "--head-hidden=32", "--action-embed-dim=16"]
+# 4 envs, rollouts of 8 steps, batches of 4: one learner step is 8 x 4 x 4 = 128 frames.
+FAST = ["--scenario=basic", "--reward-mode=scenario", "--envs-per-server=4", "--unroll-length=8", "--batch-size=4"]
+FRAMES_PER_STEP = 8 * 4 * 4
+
+
+def train_cmd(savedir: Path, *flags: str) -> list[str]:
+    return [sys.executable, str(ROOT / "run.py"), "--mode=train", f"--savedir={savedir}", *FAST, *SMALL, *flags]
+
+
+def children(pid: int) -> set[int]:
+    """Direct children of `pid` (the env servers a trainer started)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rfind(")") + 2 :].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def wait_gone(pids: set[int], timeout_s: float) -> set[int]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        alive = {p for p in pids if pid_alive(p)}
+        if not alive:
+            return set()
+        time.sleep(0.1)
+    return {p for p in pids if pid_alive(p)}
+
+
+@pytest.fixture
+def trainers() -> Iterator[list[tuple[subprocess.Popen, set[int]]]]:
+    """Trainer processes a test starts, with the pids of everything they started; all killed after the test."""
+    started: list[tuple[subprocess.Popen, set[int]]] = []
+    yield started
+    for proc, pids in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        for pid in list(pids):
+            if pid_alive(pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_short_run_writes_checkpoint_and_logs_and_resume_continues(tmp_path: Path, trainers) -> None:
+    budget = 6 * FRAMES_PER_STEP
+    proc = subprocess.Popen(
+        train_cmd(tmp_path, "--xpid=run", f"--total-frames={budget}", "--log-interval-s=1"),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    trainers.append((proc, set()))
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    run = tmp_path / "run"
+    for name in (CHECKPOINT_NAME, "logs.csv", "config.json"):
+        assert (run / name).is_file(), f"{name} missing; output:\n{out}"
+    assert list(run.glob("events.out.tfevents.*")), "no TensorBoard event file"
+    first = load_checkpoint(run / CHECKPOINT_NAME)
+    counters = first["counters"]
+    assert counters["learner_steps"] == 6
+    assert counters["frames"] == budget
+    assert counters["env_steps"] >= 6 * 8 * 4
+    rows = read_rows(run / "logs.csv")
+    assert rows and float(rows[-1]["frames"]) == budget
+    assert any(r["total_loss"] != "" for r in rows), "no learner statistics logged"
+    assert all(r["env_fps"] != "" for r in rows)
+
+    proc = subprocess.Popen(
+        train_cmd(tmp_path, "--xpid=run", "--resume", f"--total-frames={2 * budget}", "--log-interval-s=1"),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    trainers.append((proc, set()))
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    second = load_checkpoint(run / CHECKPOINT_NAME)
+    assert second["counters"]["learner_steps"] == 12
+    assert second["counters"]["frames"] == 2 * budget
+    assert second["counters"]["env_steps"] > counters["env_steps"]
+    assert second["counters"]["episodes"] >= counters["episodes"]
+    # The optimiser state came along (RMSProp's step count continues), and the weights moved on from the first run.
+    assert second["scheduler"]["last_epoch"] == 12
+    moved = any(not torch.equal(second["model"][k], first["model"][k]) for k in first["model"])
+    assert moved
+    frames = [float(r["frames"]) for r in read_rows(run / "logs.csv")]
+    assert frames == sorted(frames) and frames[-1] == 2 * budget
+
+
+def test_ctrl_c_exits_zero_with_a_final_checkpoint_and_no_processes_left(tmp_path: Path, trainers) -> None:
+    proc = subprocess.Popen(
+        train_cmd(tmp_path, "--xpid=run", "--total-frames=100000000", "--log-interval-s=1", "--num-servers=2"),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    started: set[int] = set()
+    trainers.append((proc, started))
+    run = tmp_path / "run"
+    deadline = time.monotonic() + 180
+    # Wait until it trains: a log row with at least one learner step.
+    while True:
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.monotonic() < deadline, "no learner step within 180 s"
+        servers = children(proc.pid)
+        for server in servers:
+            started |= process_group(server) | {server}
+        if (run / "logs.csv").exists():
+            rows = read_rows(run / "logs.csv")
+            if rows and float(rows[-1]["learner_steps"] or 0) >= 1 and len(servers) >= 2:
+                break
+        time.sleep(0.5)
+    assert len(started) >= 2 + 2 * 4, f"expected 2 servers and 8 engines, saw {started}"
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 0, out
+    assert elapsed < 15, f"took {elapsed:.1f} s to stop"
+    assert "Traceback" not in out, out
+    checkpoint = load_checkpoint(run / CHECKPOINT_NAME)
+    assert checkpoint["counters"]["learner_steps"] >= 1
+    left = wait_gone(started, 5.0)
+    assert not left, f"processes left behind: {left}"
