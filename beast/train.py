@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -206,11 +207,25 @@ class Trainer:
                 for t in threads:
                     t.join(JOIN_TIMEOUT_S)
                 error = batcher.error or learner.error
-                if not any(t.is_alive() for t in threads):
+                stuck = [t.name for t in threads if t.is_alive()]
+                if not stuck:
                     self.save()
                     logger.log(self.counters(), self._stats(meter, final=True))
         if error is not None:
             raise error
+        counters = self.counters()
+        if stuck:
+            # Saving while a thread may still change the model would write a checkpoint that never existed.
+            print(
+                f"beast: the {' and '.join(stuck)} thread did not stop within {JOIN_TIMEOUT_S:.0f} s; no final "
+                f"checkpoint written (the last periodic one, if any, is {self.checkpoint_path}).",
+                file=sys.stderr,
+            )
+            return 1
+        print(
+            f"beast: stopped at {counters['frames']:,} frames ({counters['learner_steps']:,} learner steps, "
+            f"{counters['episodes']:,} episodes); checkpoint {self.checkpoint_path}"
+        )
         return 0
 
     def _load_resume(self) -> dict[str, Any] | None:

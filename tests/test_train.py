@@ -161,5 +161,8 @@ def test_ctrl_c_exits_zero_with_a_final_checkpoint_and_no_processes_left(tmp_pat
     assert "Traceback" not in out, out
     checkpoint = load_checkpoint(run / CHECKPOINT_NAME)
     assert checkpoint["counters"]["learner_steps"] >= 1
+    # The last line tells the user where the final checkpoint is and how far training got.
+    last = out.strip().splitlines()[-1]
+    assert str(run / CHECKPOINT_NAME) in last and f"{checkpoint['counters']['frames']:,} frames" in last, last
     left = wait_gone(started, 5.0)
     assert not left, f"processes left behind: {left}"
