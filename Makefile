@@ -5,7 +5,6 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := build-essential cmake pkg-config git libboost-filesystem-dev libboost-thread-dev \
 	libboost-system-dev libboost-chrono-dev libboost-date-time-dev \
 	libboost-regex-dev libboost-iostreams-dev libzmq3-dev cppzmq-dev libsodium-dev libopenal1 python3-venv
-ENVSERVER := envserver/build/beast-envserver
 ARGS ?=
 
 .PHONY: setup apt venv envserver train test bench lint clean
@@ -47,6 +46,7 @@ bench: setup
 lint: venv
 	$(VENV)/bin/ruff check beast tests run.py
 	$(VENV)/bin/ruff format --check beast tests run.py
+	$(VENV)/bin/mypy beast run.py
 
 clean:
 	rm -rf envserver/build $(VENV)

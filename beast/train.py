@@ -246,7 +246,7 @@ class Trainer:
         cfg = self.cfg
         next_log = time.monotonic() + cfg.log_interval_s
         next_checkpoint = time.monotonic() + cfg.checkpoint_interval_min * 60.0
-        last_rates: dict[str, float] = {}
+        last_rates: dict[str, float | None] = {}
         while not self.stop.is_set() and not self.learner.finished.is_set():
             time.sleep(TICK_S)
             now = time.monotonic()
@@ -280,7 +280,7 @@ class Trainer:
         stats["server_restarts"] = float(self.envs.restarts)
         return stats
 
-    def snapshot(self, meter: Meter, rates: dict[str, float]) -> dict[str, Any]:
+    def snapshot(self, meter: Meter, rates: dict[str, float | None]) -> dict[str, Any]:
         counters = self.counters()
         last = self.learner.last_stats
         occupancy = self.pool.occupancy()

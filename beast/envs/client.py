@@ -229,7 +229,7 @@ class EnvClient:
     # ZMQ_EVENTS is the cheapest readiness check (Socket.poll builds a Poller per call); plain ints, because
     # arithmetic on pyzmq's enums costs more than the call itself on this hot path (a send and a receive per batch).
     def _ready(self, event: int) -> bool:
-        return bool(self.socket.getsockopt(_EVENTS) & event)
+        return bool(int(self.socket.getsockopt(_EVENTS)) & event)
 
     def _send(self, frames: list[bytes]) -> None:
         if not self._ready(_POLLOUT) and not self.socket.poll(self.timeout_ms, zmq.POLLOUT):

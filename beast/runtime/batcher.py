@@ -34,8 +34,10 @@ from beast.runtime.envs import EnvSet
 from beast.runtime.weights import Policy
 
 OBS_KEYS = ("rgb", "depth", "enemy", "audio")
+EPISODE_KEYS = ("crashed", "episode_return", "episode_length")  # read only for steps that ended an episode
 POLL_MS = 100  # idle poll: how quickly stop requests and dead servers are noticed
 HANG_S = 60.0  # a server with steps in flight and no result for this long is treated as crashed
+SUPERVISE_S = 0.05  # between looks for dead, hung and restarted servers (~30 us each): not once per batch
 EPISODE_WINDOW = 100
 
 
@@ -101,6 +103,8 @@ class Batcher:
         self._poller = zmq.Poller()
         self._sockets: dict[object, int] = {}
         self._rebuild_poller()
+        self._next_supervise = 0.0
+        self._looked = time.monotonic()  # when _collect last polled: what it finds next arrived after this
         # Statistics, read by the trainer's thread (ints and floats are atomic to read; the episode deque is not).
         self.steps = 0  # env steps acted on (resets excluded)
         self.batches = 0
@@ -119,7 +123,9 @@ class Batcher:
         """The thread's body: loop until `stop`; an error is kept in `self.error` and stops the run."""
         try:
             while not self.stop.is_set():
-                self._supervise()
+                if time.monotonic() >= self._next_supervise:
+                    self._supervise()
+                    self._next_supervise = time.monotonic() + SUPERVISE_S
                 batch = self._collect()
                 if batch:
                     self.step(batch)
@@ -176,6 +182,8 @@ class Batcher:
         batch: list[Arrival] = []
         count = 0
         deadline: float | None = None
+        first_look = True  # a look without waiting at what arrived while the last batch ran...
+        since: float | None = self._looked  # ...which arrived after our last look
         while count < limit:
             while self.pending and count < limit:
                 arrival = self.pending.popleft()
@@ -187,13 +195,21 @@ class Batcher:
             if count >= limit or self.stop.is_set():
                 break
             if deadline is None and count > 0:
-                deadline = time.monotonic() + self.cfg.max_inference_wait_ms / 1000.0
-            timeout_ms = POLL_MS if deadline is None else max(0.0, (deadline - time.monotonic()) * 1000.0)
-            events = self._poller.poll(timeout_ms)
+                # The wait runs from the first arrival. What the first look finds arrived while the last batch ran,
+                # no earlier than our last look: counting from then, no env waits longer than asked because the
+                # batcher was busy (and what piled up during a long batch runs at once).
+                deadline = (time.monotonic() if since is None else since) + self.cfg.max_inference_wait_ms / 1000
+            if deadline is not None and not self.in_flight.any():
+                break  # every env is in: nothing more can arrive
+            now = time.monotonic()
+            timeout_ms = 0.0 if first_look else POLL_MS if deadline is None else max(0.0, (deadline - now) * 1000.0)
+            self._looked = now
+            events = self._poller.poll(int(timeout_ms))  # whole ms, rounded down: never longer than asked
             for socket, _ in events:
                 self._receive(self._sockets[socket])
-            if not events and (deadline is not None or count == 0):
+            if not events and not first_look and (deadline is not None or count == 0):
                 break  # waited long enough: run what we have (or go back to supervise when idle)
+            first_look, since = False, None
         return batch
 
     def _receive(self, index: int) -> None:
@@ -215,19 +231,19 @@ class Batcher:
     def step(self, batch: list[Arrival]) -> None:
         """Act on a batch of arrivals and record it (public for tests that drive the batcher by hand)."""
         offsets = self.envs.offsets
-        g = np.concatenate([offsets[a.server] + a.local_ids for a in batch])
-        obs = {key: _cat([a.results[key] for a in batch]) for key in OBS_KEYS}
-        done = np.concatenate([np.ones(len(a), bool) if a.reset else a.results["done"].astype(bool) for a in batch])
-        reward = np.concatenate([self._reward(a) for a in batch])
-        last_action = np.where(done, 0, self.last_action[g])
+        g = _join([offsets[a.server] + a.local_ids for a in batch])
+        rows = {key: _cat([a.results[key] for a in batch]) for key in OBS_KEYS}
+        done, rows["reward"] = self._arrive(batch, g)
+        rows["done"] = done
+        rows["last_action"] = np.where(done, 0, self.last_action[g])
 
-        cpu = {key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in obs.items()}
-        cpu["reward"] = torch.from_numpy(reward)
-        cpu["done"] = torch.from_numpy(done)
-        cpu["last_action"] = torch.from_numpy(last_action)
-        inputs = {key: value.to(self.device, non_blocking=True).unsqueeze(0) for key, value in cpu.items()}
-        rows = torch.from_numpy(g).to(self.device)
-        pre_state = tuple(s.index_select(0, rows) for s in self.state)
+        # [None] adds T=1 as a numpy view, cheaper than torch's unsqueeze; on the CPU `.to` would be a no-op call.
+        inputs = {key: torch.from_numpy(value[None]) for key, value in rows.items()}
+        if self.device.type != "cpu":
+            inputs = {key: value.to(self.device, non_blocking=True) for key, value in inputs.items()}
+        # A stateless policy (the benchmark's random one) needs no gather or scatter: skip the index tensor too.
+        index = torch.from_numpy(g).to(self.device) if self.state else None
+        pre_state = tuple(s.index_select(0, index) for s in self.state) if index is not None else ()
 
         t0 = time.perf_counter()
         logits, actions, new_state, version = self.policy.act(inputs, pre_state)
@@ -235,25 +251,34 @@ class Batcher:
         self.inference_s += time.perf_counter() - t0
         self._send(batch, actions_np)
 
-        for s, new in zip(self.state, new_state, strict=True):
-            s.index_copy_(0, rows, new)
+        if index is not None:
+            for s, new in zip(self.state, new_state, strict=True):
+                s.index_copy_(0, index, new)
         self.last_action[g] = actions_np
-        cpu["action"] = torch.from_numpy(actions_np.astype(np.int64))
-        cpu["policy_logits"] = logits.cpu()
-        cpu["policy_version"] = torch.full((len(g),), version, dtype=torch.int64)
-        self._record(g, cpu, pre_state)
+        rows["action"] = actions_np
+        rows["policy_logits"] = logits.cpu().numpy()
+        rows["policy_version"] = np.full(len(g), version, dtype=np.int64)
+        self._record(g, rows, pre_state)
         self.steps += int(sum(len(a) for a in batch if not a.reset))
         self.batches += 1
 
-    def _reward(self, arrival: Arrival) -> np.ndarray:
-        """Shaped (or scenario) reward for the step that led to each observation; 0 for a RESET's first one."""
-        g = self.envs.offsets[arrival.server] + arrival.local_ids
-        r = arrival.results
-        if arrival.reset:
-            self.shaper.reset(g, r["vars"])
-            return np.zeros(len(g), dtype=np.float32)
+    def _arrive(self, batch: list[Arrival], g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`done` and the shaped (or scenario) reward [n] for the steps that led to the batch's observations (envs
+        `g`); a RESET's first observation counts as done, with reward 0. Finished episodes go to the episode log."""
+        if len(batch) > 1 and any(a.reset for a in batch):
+            # First observations (the run's start, a restarted server) among steps: rare, one arrival at a time.
+            offsets = self.envs.offsets
+            parts = [self._arrive([a], offsets[a.server] + a.local_ids) for a in batch]
+            return _join([done for done, _ in parts]), _join([reward for _, reward in parts])
+        if batch[0].reset:
+            self.shaper.reset(g, batch[0].results["vars"])
+            return np.ones(len(g), dtype=bool), np.zeros(len(g), dtype=np.float32)
+        # One shaper call for the whole batch, not one per arrival: its cost is per call, and an env is in a batch
+        # at most once (it has one step in flight), so joining arrivals changes nothing.
+        r = {key: _join([a.results[key] for a in batch]) for key in ("done", "vars", "reward", "final_vars")}
         ended = r["done"].astype(bool)
         if ended.any():
+            r.update({key: _join([a.results[key] for a in batch]) for key in EPISODE_KEYS})
             kills = (
                 r["final_vars"][ended, self._kill_col] if self._kill_col is not None else np.full(ended.sum(), np.nan)
             )
@@ -264,7 +289,7 @@ class Batcher:
                 ):
                     self.episode_log.append((float(ret), int(length), float(k)))
                 self.episodes += int(finished.sum())
-        return self.shaper.step(g, r["vars"], r["reward"], r["done"], r["final_vars"])
+        return ended, self.shaper.step(g, r["vars"], r["reward"], ended, r["final_vars"])
 
     def _send(self, batch: list[Arrival], actions: np.ndarray) -> None:
         start = 0
@@ -278,9 +303,9 @@ class Batcher:
             client = self.envs.slots[index].client
             if client is None or not self.envs.slots[index].up:
                 continue
-            local_ids = np.concatenate(ids)
+            local_ids = _join(ids)
             try:
-                client.send(local_ids.astype(np.int32), np.concatenate(acts).astype(np.int32))
+                client.send(local_ids, _join(acts))  # the client converts both to the wire's int32
             except (EnvServerError, EnvServerTimeoutError) as err:
                 self.server_down(index, str(err))
                 continue
@@ -288,29 +313,26 @@ class Batcher:
                 self.last_heard[index] = time.monotonic()
             self.in_flight[index] += len(local_ids)
 
-    def _record(self, g: np.ndarray, cpu: dict[str, torch.Tensor], pre_state: tuple[torch.Tensor, ...]) -> None:
+    def _record(self, g: np.ndarray, rows: dict[str, np.ndarray], pre_state: tuple[torch.Tensor, ...]) -> None:
         """Write slot `slot[g]` of each env's buffer; complete rollouts go to the learner (see module docstring)."""
-        # An env whose server went down during this batch has no buffer to write into: its step is dropped.
-        up = np.array([slot.up for slot in self.envs.slots])
-        live = up[np.searchsorted(self.envs.offsets, g, side="right") - 1]
-        if not live.all():
-            keep = np.flatnonzero(live)
+        if not all(slot.up for slot in self.envs.slots):
+            # An env whose server went down during this batch has no buffer to write into: its step is dropped.
+            up = np.array([slot.up for slot in self.envs.slots])
+            keep = np.flatnonzero(up[np.searchsorted(self.envs.offsets, g, side="right") - 1])
             g = g[keep]
-            index = torch.from_numpy(keep)
-            cpu = {key: value.index_select(0, index) for key, value in cpu.items()}
-            pre_state = tuple(s.index_select(0, index.to(s.device)) for s in pre_state)
-        fresh = np.flatnonzero(self.buffer[g] < 0)
+            rows = {key: value[keep] for key, value in rows.items()}
+            pre_state = tuple(s.index_select(0, torch.from_numpy(keep).to(s.device)) for s in pre_state)
+        fresh = (self.buffer[g] < 0).nonzero()[0]
         if len(fresh):
             new = self._acquire(len(fresh))
             self._start_rollouts(g[fresh], new, pre_state, fresh)
             self.slot[g[fresh]] = 0
-        t = torch.from_numpy(self.slot[g])
-        b = torch.from_numpy(self.buffer[g])
-        for key, value in cpu.items():
-            self.pool.storage[key].index_put_((t, b), value)
+        at = self.slot[g] * self.pool.num_buffers + self.buffer[g]
+        for key, value in rows.items():
+            self.pool.rows[key][at] = value
         self.slot[g] += 1
 
-        complete = np.flatnonzero(self.slot[g] > self.T)
+        complete = (self.slot[g] > self.T).nonzero()[0]
         if len(complete):
             old = self.buffer[g[complete]]
             new = np.empty_like(old)
@@ -319,11 +341,12 @@ class Batcher:
                 # num_buffers >= envs + B this can never deadlock (see BufferPool).
                 new[i] = self._acquire(1)[0]
                 self.pool.submit(int(buffer_id))
-            src, dst = torch.from_numpy(old), torch.from_numpy(new)
-            for tensor in self.pool.storage.values():
-                # The source rows are read (copied) before the destination is written, so this is right even when
-                # a buffer just submitted was consumed and came back as some env's successor.
-                tensor[0].index_copy_(0, dst, tensor[self.T].index_select(0, src))
+            last = self.T * self.pool.num_buffers + old
+            for array in self.pool.rows.values():
+                # Slot T of each old buffer to slot 0 of its new one. The source rows are read (fancy indexing
+                # copies) before the destination is written, so this is right even when a buffer just submitted was
+                # consumed and came back as some env's successor.
+                array[new] = array[last]
             self._start_rollouts(g[complete], new, pre_state, complete)
             self.slot[g[complete]] = 1
 
@@ -368,6 +391,11 @@ class Batcher:
             "mean_length": float(lengths.mean()),
             "mean_kills": None if np.isnan(kills).all() else float(np.nanmean(kills)),
         }
+
+
+def _join(arrays: list[np.ndarray]) -> np.ndarray:
+    """One array of a batch's rows; a single part as it is (read-only views stay read-only)."""
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
 def _cat(arrays: list[np.ndarray]) -> np.ndarray:

@@ -3,7 +3,7 @@
 Every key of the learner's batch (docs/learner.md, "The batch") is one tensor `[T+1, N, ...]` for all N buffers,
 slot-major, so that
   * the batcher writes a whole batch of envs, each at its own (slot, buffer), with one advanced-indexing
-    assignment per key, and
+    assignment per key (through flat numpy views of the same memory, `rows`), and
   * the learner gathers B buffers with one `index_select` along dim 1 into a staging batch that is already the
     contiguous `[T+1, B, ...]` layout `learn_step` wants (pinned when the model is on a GPU, so the copy to the
     device is asynchronous and needs no second staging copy).
@@ -76,6 +76,13 @@ class BufferPool:
         self.initial_state = tuple(
             torch.zeros((num_buffers, *s.shape[1:]), dtype=s.dtype, pin_memory=pin_memory) for s in state_template
         )
+        # Flat numpy views of the same (host, pinned or not) memory, row `slot * num_buffers + buffer`, for the
+        # batcher's writes of a few rows: numpy's fancy assignment costs microseconds (a flat index a little less
+        # than a (slot, buffer) pair), while torch's `index_put_` on these large tensors wakes the intra-op thread
+        # pool and took ~2 ms per key on a 2-core machine busy with games (most of the batcher's time).
+        self.rows = {
+            key: tensor.numpy().reshape(slots * num_buffers, *tensor.shape[2:]) for key, tensor in self.storage.items()
+        }
         # Who filled each buffer and which of its rollouts it holds: for statistics and tests, not the learner.
         self.owner = np.full(num_buffers, -1, dtype=np.int64)
         self.rollout_index = np.zeros(num_buffers, dtype=np.int64)

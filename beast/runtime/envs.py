@@ -208,7 +208,7 @@ class EnvSet:
 
     def take_restarted(self) -> list[tuple[int, Results]]:
         """Servers whose restart finished: put them back in service; their first observations, as `start()`."""
-        back = []
+        back: list[tuple[int, Results]] = []
         while True:
             try:
                 index, local, client, results = self._restarted.get_nowait()
