@@ -18,6 +18,7 @@ learner is behind; `waiting_for_buffer` says so.
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 import time
 from dataclasses import dataclass
@@ -369,14 +370,27 @@ class Batcher:
             if buffer_id is None:
                 self.waiting_for_buffer = True
                 t0 = time.perf_counter()
+                pinged = t0
                 while buffer_id is None:
                     if self.stop.is_set():
                         raise StoppedError
                     buffer_id = self.pool.acquire(timeout_s=0.1)
+                    if time.perf_counter() - pinged > self.cfg.envserver_idle_timeout_s / 3:
+                        self._keep_alive()
+                        pinged = time.perf_counter()
                 self.wait_buffer_s += time.perf_counter() - t0
                 self.waiting_for_buffer = False
             out[i] = buffer_id
         return out
+
+    def _keep_alive(self) -> None:
+        """Ping every server while no actions go out: a learner step longer than the servers' idle timeout must
+        not make them exit. A failed ping is left to `_supervise`, which runs once a buffer is free again: taking a
+        server down here, in the middle of recording a batch, would pull buffers from under the write."""
+        for slot in self.envs.slots:
+            if slot.up and slot.client is not None:
+                with contextlib.suppress(EnvServerError, EnvServerTimeoutError):
+                    slot.client.ping(timeout_ms=int(self.cfg.envserver_idle_timeout_s * 1000 / 3))
 
     # --- statistics ------------------------------------------------------------------------------------------
     def episode_stats(self) -> dict[str, float | None]:

@@ -156,10 +156,6 @@ class EnvSet:
         assert self.info is not None, "start() first"
         return self.info.num_actions
 
-    def server_pids(self) -> list[int]:
-        """Pids of the local servers now running (their engines share each server's process group)."""
-        return [slot.local.pid for slot in self.slots if slot.local is not None and slot.local.alive()]
-
     # --- supervision (called from the batcher thread) --------------------------------------------------------
     def dead_servers(self) -> list[int]:
         """Serving local servers whose process has exited (the EnvServer reaper has already killed its group)."""

@@ -138,3 +138,26 @@ def test_done_resets_the_env_state(small_cfg, env_set, batcher_factory) -> None:
         s.copy_(n)
     batcher.step([arrival(first, [0, 1], done=False)])
     assert any(not torch.allclose(s, a, atol=1e-3) for s, a in zip(batcher.state, after_done, strict=True))
+
+
+def test_servers_outlive_a_learner_slower_than_their_idle_timeout(small_cfg, env_set, batcher_factory) -> None:
+    # Nobody consumes full rollouts: the batcher fills every buffer, then waits for one far longer than the
+    # servers' idle timeout, as it would behind a slow learner step. Its pings must keep the servers serving.
+    cfg = dataclasses.replace(small_cfg, envserver_idle_timeout_s=1.5)
+    envs, first = env_set(cfg)
+    batcher, _, stop = batcher_factory(cfg, envs, first, RandomPolicy(envs.num_actions), ())
+    thread = threading.Thread(target=batcher.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30.0
+        while not batcher.waiting_for_buffer:
+            assert time.monotonic() < deadline, "the batcher never ran out of buffers"
+            time.sleep(0.05)
+        time.sleep(4 * cfg.envserver_idle_timeout_s)
+        assert batcher.waiting_for_buffer
+        assert all(slot.local is not None and slot.local.alive() for slot in envs.slots)
+    finally:
+        stop.set()
+        thread.join(10.0)
+    assert batcher.error is None, batcher.error
+    assert batcher.server_errors == [] and batcher.dropped_rollouts == 0
