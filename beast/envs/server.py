@@ -63,6 +63,7 @@ class EnvServer:
         num_envs: int,
         seed: int = 0,
         frame_skip: int | None = None,
+        doom_skill: int | None = None,
         screen_resolution: str | None = None,
         enemy_classes: Sequence[str] | None = None,
         binary: str | os.PathLike[str] | None = None,
@@ -75,6 +76,7 @@ class EnvServer:
         self.num_envs = num_envs
         self.seed = seed
         self.frame_skip = _default("frame_skip") if frame_skip is None else frame_skip
+        self.doom_skill = _default("doom_skill") if doom_skill is None else doom_skill
         self.screen_resolution = screen_resolution or _default("screen_resolution")
         if enemy_classes is None:
             enemy_classes = [c for c in _default("enemy_classes").split(",") if c]
@@ -100,6 +102,7 @@ class EnvServer:
             num_envs=cfg.envs_per_server,
             seed=cfg.seed + index * cfg.envs_per_server,
             frame_skip=cfg.frame_skip,
+            doom_skill=cfg.doom_skill,
             screen_resolution=cfg.screen_resolution,
             enemy_classes=cfg.enemy_class_list(),
             binary=cfg.envserver_binary,
@@ -123,6 +126,7 @@ class EnvServer:
             f"--num-envs={self.num_envs}",
             f"--seed={self.seed}",
             f"--frame-skip={self.frame_skip}",
+            f"--doom-skill={self.doom_skill}",
             f"--resolution={self.screen_resolution}",
             f"--vizdoom-dir={vizdoom_dir()}",
             f"--idle-timeout-s={self.idle_timeout_s}",

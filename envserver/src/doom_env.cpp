@@ -134,6 +134,7 @@ class DoomEnv::Impl {
 
 DoomEnv::Impl::Impl(const EnvOptions& opts, uint64_t seed) : opts_(opts) {
   if (opts_.frame_skip <= 0) throw std::invalid_argument("frame_skip must be positive");
+  if (opts_.doom_skill < 0 || opts_.doom_skill > 5) throw std::invalid_argument("doom_skill must lie in 0..5");
   const std::string config = scenario_config_path(opts_);
   std::smatch res;
   if (!std::regex_match(opts_.screen_resolution, res, std::regex("RES_([0-9]+)X([0-9]+)")))
@@ -146,6 +147,7 @@ DoomEnv::Impl::Impl(const EnvOptions& opts, uint64_t seed) : opts_(opts) {
   if (!game_.setConfig("screen_resolution = " + opts_.screen_resolution) ||
       game_.getScreenWidth() != std::stoi(res[1]) || game_.getScreenHeight() != std::stoi(res[2]))
     throw std::invalid_argument("screen resolution '" + opts_.screen_resolution + "' is not one ViZDoom offers");
+  if (opts_.doom_skill != 0) game_.setDoomSkill(opts_.doom_skill);
   game_.setViZDoomPath(opts_.vizdoom_dir + "/vizdoom");
   game_.setMode(vz::PLAYER);
   game_.setWindowVisible(false);

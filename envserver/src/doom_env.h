@@ -29,6 +29,7 @@ struct EnvOptions {
   std::string vizdoom_dir;  // the installed wheel's package folder: engine binary `vizdoom`, freedoom2.wad, scenarios/
   std::string scenario;     // built-in name (vizdoom_dir/scenarios/NAME.cfg) or a path to a .cfg
   int frame_skip = 4;
+  int doom_skill = 0;  // 1 (easiest) .. 5 (hardest); 0 keeps the scenario's own doom_skill
   std::string screen_resolution = "RES_160X120";
   std::vector<std::string> enemy_classes;  // actor class names (e.g. Zombieman) whose live instances are enemies
   // A step (or close) that takes longer than this is a hung engine: it is SIGKILLed and step() throws EnvCrashed.

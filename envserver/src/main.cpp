@@ -25,6 +25,7 @@ Hosts K ViZDoom games behind one ZeroMQ ROUTER socket (protocol: docs/protocol.m
   --seed S                     base seed (default 0); env i's engine seed is splitmix64(S + i), and after its
                                g-th crash splitmix64(splitmix64(S + i) + g).
   --frame-skip N               engine tics per step (default 4).
+  --doom-skill N               difficulty 1 (easiest) .. 5 (hardest); 0 keeps the scenario's own (default 0).
   --resolution RES             ViZDoom screen resolution (default RES_160X120).
   --enemy-classes A,B,...      actor classes counted in the enemy mask (default: the engine side's list).
   --vizdoom-dir DIR            folder of the installed vizdoom 1.3.2 wheel (engine binary, wads, scenarios);
@@ -76,6 +77,7 @@ int main(int argc, char** argv) {
   const std::map<std::string, bool> known = {
       {"--address", true},      {"--scenario", true},          {"--num-envs", true},
       {"--seed", true},         {"--frame-skip", true},        {"--resolution", true},
+      {"--doom-skill", true},
       {"--enemy-classes", true}, {"--vizdoom-dir", true},      {"--idle-timeout-s", true},
       {"--startup-timeout-s", true}, {"--curve-secret-key-file", true}, {"--help", false}};
   for (int i = 1; i < argc; ++i) {
@@ -109,6 +111,7 @@ int main(int argc, char** argv) {
   opts.num_envs = static_cast<int>(parse_int("--num-envs", flags["--num-envs"], 1, 1024));
   opts.seed = static_cast<uint64_t>(parse_int("--seed", get("--seed", "0"), 0, (1LL << 62)));
   opts.env.frame_skip = static_cast<int>(parse_int("--frame-skip", get("--frame-skip", "4"), 1, 1000));
+  opts.env.doom_skill = static_cast<int>(parse_int("--doom-skill", get("--doom-skill", "0"), 0, 5));
   opts.env.screen_resolution = get("--resolution", "RES_160X120");
   if (opts.env.screen_resolution.rfind("RES_", 0) != 0) {
     usage_error("--resolution: expected a ViZDoom resolution such as RES_160X120, got '" +

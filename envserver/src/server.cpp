@@ -327,7 +327,8 @@ std::string Server::Impl::info_json() const {
      << "\"enemy\":{\"shape\":[1," << kObsSide << "," << kObsSide << "],\"dtype\":\"uint8\"},"
      << "\"audio\":{\"shape\":[" << kAudioChannels << "," << kAudioSamples << "],\"dtype\":\"int16\"},"
      << "\"vars\":{\"shape\":[" << g << "],\"dtype\":\"float32\"}}"
-     << ",\"frame_skip\":" << options.env.frame_skip << ",\"scenario\":" << proto::json_quote(options.env.scenario)
+     << ",\"frame_skip\":" << options.env.frame_skip << ",\"doom_skill\":" << options.env.doom_skill
+     << ",\"scenario\":" << proto::json_quote(options.env.scenario)
      << ",\"screen_resolution\":" << proto::json_quote(options.env.screen_resolution)
      << ",\"engine_version\":" << proto::json_quote(options.engine_version)
      << ",\"library_version\":" << proto::json_quote(library_version()) << ",\"seed\":" << options.seed

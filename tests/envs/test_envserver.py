@@ -306,3 +306,24 @@ def test_a_stalled_game_does_not_stall_the_others(envserver_binary: str) -> None
             ids, out = c.recv(timeout_ms=30_000)
             assert not out["crashed"].any()
             seen |= set(ids.tolist())
+
+
+def test_doom_skill_overrides_the_scenarios_own(envserver_binary: str) -> None:
+    """Skill 1 halves the damage a player takes (Doom's "I'm too young to die"): running down deadly_corridor
+    for the same steps with the same seeds hurts less there than at the cfg's own skill 5."""
+    damage = {}
+    for skill in (1, 0):
+        with (
+            EnvServer(scenario="deadly_corridor", num_envs=4, seed=11, binary=envserver_binary, doom_skill=skill) as s,
+            EnvClient(s.address, timeout_ms=30_000) as env,
+        ):
+            assert env.info.raw["doom_skill"] == skill
+            obs = env.reset()
+            column = env.info.var_names.index("DAMAGE_TAKEN")
+            forward = np.full(4, env.info.action_names.index("MOVE_FORWARD"), np.int32)
+            total = np.zeros(4)
+            for _ in range(12):
+                obs = env.step(forward)
+                total = np.maximum(total, np.where(obs["done"], obs["final_vars"][:, column], obs["vars"][:, column]))
+            damage[skill] = total.sum()
+    assert damage[0] > 0 and damage[1] < 0.8 * damage[0], damage
