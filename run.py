@@ -8,7 +8,7 @@ import sys
 
 from beast.cli import parse_config
 
-MODES = {"train": "beast.train", "test": "beast.evaluate", "bench": "beast.bench"}
+MODES = {"train": "beast.train", "test": "beast.evaluate", "bench": "beast.bench", "plot": "beast.plots"}
 
 
 def main(argv: list[str] | None = None) -> int:

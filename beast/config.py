@@ -35,8 +35,8 @@ class Config:
     # --- run -------------------------------------------------------------------------------------------------
     mode: str = setting(
         "train",
-        "What to do: train a policy, test a checkpoint, or bench the parts.",
-        choices=("train", "test", "bench"),
+        "What to do: train a policy, test a checkpoint, bench the parts, or plot a run's logs.csv as PNGs.",
+        choices=("train", "test", "bench", "plot"),
     )
     xpid: str = setting("", "Experiment id; logs and checkpoints go to SAVEDIR/XPID. Empty: a timestamped id.")
     savedir: str = setting("runs", "Root folder for experiments (logs, checkpoints, config, evaluation).")
@@ -49,6 +49,7 @@ class Config:
         "deadly_corridor", "A built-in ViZDoom scenario name (basic, deadly_corridor, ...) or the path of a .cfg file."
     )
     frame_skip: int = setting(4, "Engine tics per agent step (frames = steps x frame skip).")
+    doom_skill: int = setting(0, "Difficulty 1 (easiest) to 5 (hardest); 0 keeps the scenario .cfg's own doom_skill.")
     screen_resolution: str = setting(
         "RES_160X120", "ViZDoom render resolution; observations are area-averaged from it to 64x64."
     )
@@ -72,18 +73,24 @@ class Config:
 
     # --- reward ----------------------------------------------------------------------------------------------
     reward_mode: str = setting(
-        "shaped",
-        "shaped: the seed's r + alpha*Phi from game-variable deltas; scenario: the scenario's own reward.",
+        "scenario",
+        "scenario: the scenario's own reward; shaped: the write-up's r + alpha*(gamma*Phi(s') - Phi(s)) from "
+        "game-variable deltas, plus the scenario's reward on the step that ends an episode (beast/envs/shaping.py).",
         choices=("shaped", "scenario"),
     )
-    shaping_distance_coef: float = setting(0.5, "Weight of travel distance (map units / zone scale) in r.")
+    shaping_distance_coef: float = setting(
+        0.5, "Weight of new ground covered (growth of the farthest distance from the start, in zones) in r."
+    )
     shaping_hits_taken_coef: float = setting(-3.0, "Weight of each hit taken in r.")
     shaping_hits_coef: float = setting(10.0, "Weight of each hit dealt in r.")
     shaping_kills_coef: float = setting(1.0, "Weight of each kill in r.")
-    shaping_alpha: float = setting(1.0, "Weight alpha of the potential term alpha*Phi(s').")
+    shaping_alpha: float = setting(1.0, "Weight alpha of the potential term alpha*(gamma*Phi(s') - Phi(s)).")
     shaping_zone_scale: float = setting(100.0, "Zone scale z: map units that count as one unit of progress/travel.")
     shaping_damage_coef: float = setting(
         -0.01, "Weight of damage taken in Phi (the write-up's D term; negative penalises being hurt)."
+    )
+    shaping_terminal_coef: float = setting(
+        0.1, "Weight of the scenario's own reward on the step that ends an episode (e.g. the vest, death)."
     )
 
     # --- model -----------------------------------------------------------------------------------------------
@@ -110,18 +117,35 @@ class Config:
     unroll_length: int = setting(32, "T: agent steps per rollout; buffers hold T+1 steps, overlapping by one.")
     batch_size: int = setting(32, "B: rollouts per learner step.")
     discounting: float = setting(0.99, "Discount factor gamma.")
-    reward_clipping: str = setting("abs_one", "Reward clipping before V-trace.", choices=("abs_one", "none"))
+    reward_clipping: str = setting(
+        "none", "Clipping of the scaled reward (training and model input).", choices=("abs_one", "none")
+    )
     reward_scale: float = setting(
         1.0,
-        "Multiply rewards by this before clipping; e.g. 0.01 for scenarios paying rewards in the hundreds, so that "
-        "values stay O(1) and the baseline loss does not drown the policy gradient.",
+        "Multiply rewards by this before clipping. With PopArt the values are normalised anyway; the scale sets the "
+        "size of the reward the model reads as input (clamped to [-1, 1]), so one step's reward should be O(0.1).",
+    )
+    popart: bool = setting(
+        True, "PopArt: normalised value targets with an output-preserving critic (van Hasselt et al. 2016)."
+    )
+    popart_beta: float = setting(
+        0.005, "PopArt statistics step size per learner step (1/n until it falls below this: a running average first)."
+    )
+    vtrace_lambda: float = setting(
+        0.95, "lambda of V-trace's traces c_s = lambda * min(1, pi/mu) (1 is the paper's default; < 1 cuts variance)."
     )
     baseline_cost: float = setting(0.5, "Weight of the baseline loss 0.5*sum((vs - V)^2).")
-    entropy_cost: float = setting(0.01, "Weight of the entropy bonus (loss = cost * sum(pi log pi)).")
+    entropy_cost: float = setting(0.01, "Weight of the exploration loss (--exploration-loss).")
+    exploration_loss: str = setting(
+        "symmetric_kl",
+        "The third loss: entropy (the paper's bonus, cost * sum pi log pi) or symmetric_kl (cost * sum of "
+        "KL(pi||u) + KL(u||pi) to the uniform policy u, whose pull does not fade as the policy turns deterministic).",
+        choices=("entropy", "symmetric_kl"),
+    )
     clip_rho_threshold: float = setting(1.0, "V-trace rho-bar: truncation of importance weights in the targets.")
     clip_pg_rho_threshold: float = setting(1.0, "Truncation of importance weights in the policy-gradient advantage.")
-    optimizer: str = setting("rmsprop", "Optimiser.", choices=("rmsprop", "adam"))
-    learning_rate: float = setting(4.8e-4, "Initial learning rate; decays linearly to zero over total_frames.")
+    optimizer: str = setting("adam", "Optimiser.", choices=("rmsprop", "adam"))
+    learning_rate: float = setting(1e-4, "Initial learning rate; decays linearly to zero over total_frames.")
     rmsprop_alpha: float = setting(0.99, "RMSProp smoothing constant.")
     rmsprop_eps: float = setting(0.01, "RMSProp epsilon.")
     rmsprop_momentum: float = setting(0.0, "RMSProp momentum.")
@@ -155,8 +179,29 @@ class Config:
     log_interval_s: float = setting(5.0, "Seconds between progress lines and log rows.")
     resume: bool = setting(False, "Continue SAVEDIR/XPID from its latest checkpoint, counters included.")
     checkpoint: str = setting("", "Checkpoint file for --mode=test; empty: the latest in SAVEDIR/XPID.")
+    eval_interval_frames: int = setting(
+        1_000_000,
+        "During training, evaluate the latest weights every N frames on envs of their own (0 disables); the best "
+        "greedy mean return is kept as checkpoint_best.pt.",
+    )
+    curriculum_threshold: float = setting(
+        0.0,
+        "Automatic curriculum (0 disables): start at --doom-skill (1 if 0) and raise the skill by one whenever an "
+        "evaluation's greedy success rate reaches this fraction, up to 5.",
+    )
+    eval_episodes: int = setting(10, "Episodes per policy (greedy and sampled) of each evaluation during training.")
+    eval_envs: int = setting(5, "Games of the evaluation env server during training (episodes are shared out).")
     episodes: int = setting(10, "Episodes to play in --mode=test.")
+    eval_policy: str = setting(
+        "greedy", "How --mode=test acts: greedy (argmax) or sample (from the policy).", choices=("greedy", "sample")
+    )
     record_gif: bool = setting(False, "In --mode=test, write a GIF of the first episode (RGB | depth | enemy mask).")
+
+    plot_reference: str = setting(
+        "",
+        "With --mode=plot: a reference curve file (lines 'M min F frames R', e.g. Sample Factory's) to draw against "
+        "wall time beside the run's returns (wall_time.png).",
+    )
 
     # --- bench -----------------------------------------------------------------------------------------------
     bench_seconds: float = setting(10.0, "Measurement time of each benchmark row.")
@@ -186,6 +231,8 @@ class Config:
             "batch_size",
             "max_inference_batch",
             "episodes",
+            "eval_episodes",
+            "eval_envs",
             "checkpoint_interval_min",
             "log_interval_s",
         )
@@ -203,6 +250,7 @@ class Config:
             "num_buffers",
             "num_threads",
             "max_inference_wait_ms",
+            "eval_interval_frames",
         )
         for name in non_negative:
             if getattr(self, name) < 0:
@@ -211,6 +259,18 @@ class Config:
             raise ConfigError(f"--discounting must lie in [0, 1], got {self.discounting}.")
         if self.reward_scale <= 0:
             raise ConfigError(f"--reward-scale must be positive, got {self.reward_scale}.")
+        if not 0 <= self.doom_skill <= 5:
+            raise ConfigError(f"--doom-skill must lie in 1..5 (or 0: the scenario's own), got {self.doom_skill}.")
+        if not 0.0 <= self.curriculum_threshold <= 1.0:
+            raise ConfigError(
+                f"--curriculum-threshold must lie in (0, 1] (0 disables it), got {self.curriculum_threshold}."
+            )
+        if self.curriculum_threshold > 0 and self.eval_interval_frames == 0:
+            raise ConfigError("--curriculum-threshold needs evaluations: set --eval-interval-frames above 0.")
+        if not 0.0 < self.popart_beta <= 1.0:
+            raise ConfigError(f"--popart-beta must lie in (0, 1], got {self.popart_beta}.")
+        if not 0.0 < self.vtrace_lambda <= 1.0:
+            raise ConfigError(f"--vtrace-lambda must lie in (0, 1], got {self.vtrace_lambda}.")
         if self.learning_rate <= 0:
             raise ConfigError(f"--learning-rate must be positive, got {self.learning_rate}.")
         if self.logit_lower_bound > 0:

@@ -1,10 +1,13 @@
-"""`run.py --mode=test`: play a checkpoint's greedy policy for N episodes, report them, optionally record a GIF.
+"""`run.py --mode=test`: play a checkpoint's policy (greedy, or sampled: `--eval-policy`) for N episodes, report
+them, optionally record a labelled GIF.
 
 What is evaluated is the checkpoint's agent in the world it was trained in: the model is built from the
 checkpoint's own config (so no model flag has to be repeated, or can contradict it), and so are the env settings
-the policy depends on (frame skip, resolution, enemy classes, and the reward mode and shaping weights, since the
-model reads the previous step's training reward). The flags decide the rest: --device, --mamba-backend, --seed,
---episodes, --record-gif, --json and the env server binary. The scenario is the checkpoint's unless --scenario
+the policy depends on (frame skip, resolution, enemy classes, the skill, and the reward mode, scale, clipping,
+discount and shaping weights, since the model reads the previous step's training reward). The skill is the run's
+`--doom-skill`, so a curriculum run is tested at the scenario's own skill, not where its curriculum stopped. The
+flags decide the rest: --device, --mamba-backend, --seed, --episodes, --eval-policy, --record-gif, --json and the
+env server binary. The scenario is the checkpoint's unless --scenario
 names another one than the default (`Config.scenario`), which is how a policy is tried on a related scenario with
 the same buttons.
 
@@ -20,6 +23,7 @@ import dataclasses
 import json
 import math
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from beast import gif
 from beast.cli import fail
 from beast.config import Config
 from beast.device import resolve_device
@@ -39,7 +44,6 @@ from beast.runtime.checkpoint import MODEL_FIELDS, CheckpointError, latest_check
 
 EVAL_NAME = "eval.json"
 GIF_NAME = "episode.gif"
-GIF_SCALE = 4  # 64x64 observations -> 256x256 panels, nearest neighbour: big enough to watch, pixels kept sharp
 ENGINE_FPS = 35.0  # Doom's tic rate
 # Settings taken from the checkpoint rather than the flags: what the policy's weights and inputs depend on.
 ENV_FIELDS_FROM_CHECKPOINT = (
@@ -47,6 +51,10 @@ ENV_FIELDS_FROM_CHECKPOINT = (
     "screen_resolution",
     "enemy_classes",
     "reward_mode",
+    "reward_scale",
+    "reward_clipping",
+    "discounting",
+    "doom_skill",
     *(f.name for f in dataclasses.fields(Config) if f.name.startswith("shaping_")),
 )
 OBS_KEYS = ("rgb", "depth", "enemy", "audio")
@@ -62,6 +70,7 @@ def evaluate_policy(
     frames_out: list[np.ndarray] | None = None,
     max_steps: int | None = None,
     on_episode: Callable[[dict[str, Any]], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> list[dict[str, Any]]:
     """Play `episodes` episodes with `model` as it is (call `.eval()` first for the greedy policy) on all envs of
     `client`, each env carrying its own recurrent state, zeroed at episode ends by the model itself.
@@ -69,8 +78,10 @@ def evaluate_policy(
     Episodes are shared out among the envs in advance (env i plays its quota of them), so short episodes are not
     over-represented the way "the first N to finish" would make them. `cfg` gives the reward the model reads as
     input (the reward mode and shaping weights it was trained with). `frames_out`, when given, receives the
-    panels (`panel`) of env 0's first episode. `max_steps` bounds the steps of the whole evaluation for scenarios
-    without a timeout. Returns one dict per episode, ordered by env and then by time (see the module docstring).
+    labelled GIF frames (`beast.gif.frame`: panels, step, action, running scenario return) of env 0's first
+    episode. `max_steps` bounds the steps of the whole evaluation for scenarios
+    without a timeout; `stop`, when set, ends the evaluation after the step in flight. Returns one dict per
+    episode, ordered by env and then by time (see the module docstring).
     """
     info = client.info
     K = info.num_envs
@@ -83,17 +94,16 @@ def evaluate_policy(
     shaper.reset(all_envs, obs["vars"])
     reward = np.zeros(K, np.float32)
     done = np.ones(K, bool)  # the first slot of every env begins an episode
-    last_action = np.zeros(K, np.int64)
+    last_action = np.zeros(K, np.int64)  # the model reads its start token where `done`
     training_return = np.zeros(K, np.float64)
     state = model.initial_state(K, device)  # type: ignore[operator]
     played: list[list[dict[str, Any]]] = [[] for _ in range(K)]
     recording = frames_out is not None
+    running_return = 0.0  # env 0's scenario return so far, for the GIF
     steps = 0
     while any(len(played[i]) < quota[i] for i in range(K)):
-        if max_steps is not None and steps >= max_steps:
+        if (max_steps is not None and steps >= max_steps) or (stop is not None and stop.is_set()):
             break
-        if recording:
-            frames_out.append(panel(obs["rgb"][0], obs["depth"][0], obs["enemy"][0]))  # type: ignore[union-attr]
         inputs = {key: torch.from_numpy(np.array(obs[key]))[None].to(device) for key in OBS_KEYS}
         inputs["last_action"] = torch.from_numpy(last_action)[None].to(device)
         inputs["reward"] = torch.from_numpy(reward)[None].to(device)
@@ -101,13 +111,25 @@ def evaluate_policy(
         with torch.no_grad():
             outputs, state = model(inputs, state)
         action = outputs["action"][0].to("cpu", torch.int64).numpy()
+        if recording:
+            frames_out.append(  # type: ignore[union-attr]
+                gif.frame(
+                    obs["rgb"][0],
+                    obs["depth"][0],
+                    obs["enemy"][0],
+                    step=steps,
+                    action=info.action_names[int(action[0])],
+                    running_return=running_return,
+                )
+            )
 
         obs = client.step(action.astype(np.int32))
         steps += 1
         done = obs["done"].astype(bool)
-        reward = shaper.step(all_envs, obs["vars"], obs["reward"], done, obs["final_vars"])
+        reward = shaper.step(all_envs, obs["vars"], obs["reward"], done, obs["truncated"], obs["final_vars"])
         training_return += reward
-        last_action = np.where(done, 0, action)
+        last_action = action
+        running_return += float(obs["reward"][0])
         for i in np.flatnonzero(done):
             if len(played[i]) < quota[i]:
                 episode = _episode_record(obs, int(i), columns, float(training_return[i]))
@@ -140,22 +162,6 @@ def _episode_record(
         "crashed": crashed,
         "training_return": training_return,
     }
-
-
-def panel(rgb: np.ndarray, depth: np.ndarray, enemy: np.ndarray, scale: int = GIF_SCALE) -> np.ndarray:
-    """One GIF frame: RGB | depth | enemy mask side by side, each 64x64 upscaled `scale` times (nearest), as
-    uint8 [64*scale, 3*64*scale, 3]; depth and mask as grey, the mask's 0/1 stretched to black/white."""
-    grey_depth = np.repeat(np.asarray(depth, np.uint8), 3, axis=0)
-    mask = np.repeat((np.asarray(enemy) > 0).astype(np.uint8) * 255, 3, axis=0)
-    chw = np.concatenate([np.asarray(rgb, np.uint8), grey_depth, mask], axis=2)  # [3, 64, 192]
-    hwc = np.ascontiguousarray(chw.transpose(1, 2, 0))
-    return hwc.repeat(scale, axis=0).repeat(scale, axis=1)
-
-
-def write_gif(path: Path, frames: list[np.ndarray], fps: float) -> None:
-    import imageio.v3 as iio
-
-    iio.imwrite(path, np.stack(frames), extension=".gif", duration=1000.0 / fps, loop=0)
 
 
 def summarize(episodes: list[dict[str, Any]]) -> dict[str, Any]:
@@ -226,7 +232,7 @@ def main(cfg: Config) -> int:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as err:
         fail(f"{path}: its weights do not fit the model its config describes ({str(err).splitlines()[0]}).")
-    model.to(device).eval()
+    model.to(device).train(cfg.eval_policy == "sample")  # train(): the model samples its actions, eval(): argmax
 
     frames: list[np.ndarray] | None = [] if cfg.record_gif else None
     server = EnvServer.from_config(dataclasses.replace(run_cfg, envs_per_server=1), index=0)
@@ -248,12 +254,13 @@ def main(cfg: Config) -> int:
     gif_path = None
     if frames:
         gif_path = out_dir / GIF_NAME
-        write_gif(gif_path, frames, fps=ENGINE_FPS / run_cfg.frame_skip)
+        gif.write_gif(gif_path, frames, fps=ENGINE_FPS / run_cfg.frame_skip)
     report = {
         "checkpoint": str(path),
         "counters": ckpt["counters"],
         "scenario": run_cfg.scenario,
         "seed": cfg.seed,
+        "policy": cfg.eval_policy,
         "device": str(device),
         "summary": summarize(episodes),
         "episodes": episodes,

@@ -15,6 +15,8 @@ still stopped, by `finally` and by their own parent-death watch).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import math
 import signal
 import sys
 import threading
@@ -37,6 +39,7 @@ from beast.model import build_model
 from beast.runtime.batcher import Batcher
 from beast.runtime.buffers import BufferPool, rollout_specs
 from beast.runtime.checkpoint import (
+    BEST_CHECKPOINT_NAME,
     CHECKPOINT_NAME,
     CheckpointError,
     check_config,
@@ -44,7 +47,9 @@ from beast.runtime.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from beast.runtime.curriculum import Curriculum
 from beast.runtime.envs import EnvSet
+from beast.runtime.evaluator import PeriodicEvaluator
 from beast.runtime.learner_thread import LearnerThread
 from beast.runtime.weights import ModelPolicy, PolicyWeights
 
@@ -61,6 +66,17 @@ def extend_schedule(scheduler: LinearDecay, optimizer: torch.optim.Optimizer, cf
     for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
         group["lr"] = float(base) * factor
     scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+
+def best_return(run_path: Path) -> float:
+    """The greedy return of the run's best checkpoint (-inf without one), so a resumed run keeps the real best."""
+    path = run_path / BEST_CHECKPOINT_NAME
+    if not path.is_file():
+        return -math.inf
+    try:
+        return load_checkpoint(path)["counters"].get("best_return_milli", -math.inf) / 1000
+    except CheckpointError:
+        return -math.inf
 
 
 @contextlib.contextmanager
@@ -147,6 +163,9 @@ class Trainer:
 
         cfg = self.cfg
         payload = self._load_resume()
+        self.curriculum = Curriculum(cfg, skill=payload["counters"].get("doom_skill") if payload else None)
+        if self.curriculum.enabled:
+            self.envs.cfg = dataclasses.replace(self.envs.cfg, doom_skill=self.curriculum.skill)
         first = self.envs.start()
         num_actions = self.envs.num_actions
         if payload is not None and payload["num_actions"] != num_actions:
@@ -198,16 +217,29 @@ class Trainer:
         ]
         meter = Meter(batcher, learner, pool, cfg)
         with RunLogger(self.run_path, cfg, purge_from=purge) as logger, ProgressView(cfg, cfg.total_frames) as view:
+            self.evaluator = PeriodicEvaluator(
+                self.envs.cfg,
+                weights,
+                num_actions,
+                self.run_path,
+                report=lambda counters, stats: logger.log(counters, self._after_evaluation(stats)),
+                stop=self.stop,
+                frames=learner.frames,
+                best_return=best_return(self.run_path) if payload is not None else -math.inf,
+            )
             for t in threads:
                 t.start()
             try:
                 self._watch(meter, logger, view)
             finally:
+                if learner.finished.is_set():
+                    self.evaluator.join(JOIN_TIMEOUT_S)  # the budget is spent: let a started evaluation finish
                 self.stop.set()
                 for t in threads:
                     t.join(JOIN_TIMEOUT_S)
+                evaluated = self.evaluator.join(JOIN_TIMEOUT_S)
                 error = batcher.error or learner.error
-                stuck = [t.name for t in threads if t.is_alive()]
+                stuck = [t.name for t in threads if t.is_alive()] + ([] if evaluated else ["evaluator"])
                 if not stuck:
                     self.save()
                     logger.log(self.counters(), self._stats(meter, final=True))
@@ -256,6 +288,10 @@ class Trainer:
                 last_rates = {k: v for k, v in stats.items() if k in ("env_fps", "inference_fps", "learner_fps")}
                 logger.log(self.counters(), stats)
             view.update(self.snapshot(meter, last_rates))
+            self.evaluator.maybe_start(self.counters())
+            if self.evaluator.error is not None:
+                print(f"beast: evaluation failed ({self.evaluator.error}); training goes on", file=sys.stderr)
+                self.evaluator.error = None
             if now >= next_checkpoint:
                 next_checkpoint = now + cfg.checkpoint_interval_min * 60.0
                 self.save()
@@ -268,7 +304,19 @@ class Trainer:
             "env_steps": steps,
             "env_frames": steps * self.cfg.frame_skip,
             "episodes": self.counters_base["episodes"] + self.batcher.episodes,
+            "doom_skill": self.envs.cfg.doom_skill,
         }
+
+    def _after_evaluation(self, stats: dict[str, float | None]) -> dict[str, float | None]:
+        """The curriculum's turn (evaluator thread): a higher skill restarts the local servers and the evaluator
+        plays it from now on, with a best return of its own."""
+        skill = self.curriculum.after_evaluation(stats)
+        if skill is not None:
+            self.envs.cfg = dataclasses.replace(self.envs.cfg, doom_skill=skill)
+            self.evaluator.cfg = dataclasses.replace(self.evaluator.cfg, doom_skill=skill)
+            self.evaluator.best_return = -math.inf
+            self.batcher.restart_local = f"curriculum: doom skill {skill}"
+        return stats
 
     def _stats(self, meter: Meter, final: bool = False) -> dict[str, float | None]:
         stats: dict[str, float | None] = dict(self.learner.drain_stats())

@@ -9,14 +9,39 @@ from pathlib import Path
 
 import pytest
 
-from beast.cli import parse_config
-from beast.config import Config, flag_name
+from beast.cli import parse_config, resolve_config
+from beast.config import Config, ConfigError, flag_name
+from beast.envs.scenarios import SCENARIO_SPECS, scenario_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_no_flags_gives_the_defaults() -> None:
-    assert parse_config([]) == Config()
+def test_no_flags_gives_the_defaults_with_the_default_scenarios_spec() -> None:
+    spec = scenario_spec(Config().scenario)
+    assert spec, "the default scenario has a spec"
+    assert parse_config([]) == dataclasses.replace(Config(), **spec)  # type: ignore[arg-type]
+
+
+def test_a_flag_overrides_the_scenario_spec_and_the_spec_overrides_the_default() -> None:
+    assert SCENARIO_SPECS["basic"]["frame_skip"] != Config().frame_skip
+    assert parse_config(["--scenario=basic"]).frame_skip == SCENARIO_SPECS["basic"]["frame_skip"]
+    assert parse_config(["--scenario=basic", "--frame-skip=3"]).frame_skip == 3
+
+
+def test_an_unknown_key_in_a_scenario_spec_is_refused_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(SCENARIO_SPECS, "basic", {"frame_skipp": 8})
+    with pytest.raises(ConfigError, match="frame_skipp"):
+        resolve_config({"scenario": "basic"})
+
+
+@pytest.mark.parametrize(("flag", "named"), [("--doom-skill=6", "--doom-skill"), ("--popart-beta=0", "--popart-beta")])
+def test_out_of_range_learning_settings_exit_2_naming_the_flag(
+    flag: str, named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config([flag])
+    assert exit_info.value.code == 2
+    assert named in capsys.readouterr().err
 
 
 def test_every_field_is_a_flag() -> None:

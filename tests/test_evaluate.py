@@ -17,7 +17,8 @@ import torch
 
 from beast.config import Config
 from beast.envs import EnvClient, EnvServer
-from beast.evaluate import EVAL_NAME, GIF_NAME, GIF_SCALE, evaluate_policy, main, panel
+from beast.evaluate import EVAL_NAME, GIF_NAME, evaluate_policy, main
+from beast.gif import frame
 from beast.learn import build_optimizer, build_scheduler
 from beast.model import build_model
 from beast.runtime.checkpoint import CHECKPOINT_NAME, save_checkpoint
@@ -97,16 +98,18 @@ def test_mode_test_with_record_gif_writes_eval_json_and_a_three_panel_gif(tmp_pa
     gif = path.parent / GIF_NAME
     assert report["gif"] == str(gif)
     frames = iio.imread(gif, index=None)
-    side = 64 * GIF_SCALE
-    assert frames.ndim == 4 and frames.shape[0] > 1 and frames.shape[1:] == (side, 3 * side, 3)
     # GIF frames are palette-quantised: compare the first one with the game's first observation (same seed 0)
     with EnvServer(scenario="basic", num_envs=1, seed=0, binary=BINARY) as server, EnvClient(server.address) as env:
         first = env.reset()
-    expected = panel(first["rgb"][0], first["depth"][0], first["enemy"][0]).astype(np.int16)
-    difference = np.abs(frames[0].astype(np.int16) - expected)
+    expected = frame(first["rgb"][0], first["depth"][0], first["enemy"][0], step=0, action="", running_return=0)
+    side = 64 * 4
+    assert frames.ndim == 4 and frames.shape[0] > 1 and frames.shape[1:] == expected.shape
+    top = (expected.shape[0] - side) // 2  # the panels sit between a title strip and a status strip of one height
+    panels = frames[0][top : top + side].astype(np.int16)
+    difference = np.abs(panels - expected[top : top + side].astype(np.int16))
     for i, name in enumerate(("rgb", "depth", "enemy")):
         assert difference[:, i * side : (i + 1) * side].mean() < 6.0, name
-    mask_panel = frames[0][:, 2 * side :]
+    mask_panel = frames[0][top : top + side, 2 * side :]
     assert mask_panel.max() > 200 and (np.minimum(mask_panel, 255 - mask_panel) < 20).all()  # black and white
 
 
@@ -165,5 +168,6 @@ def test_evaluate_policy_shares_episodes_among_envs_and_records_env_0s_first_epi
         episodes = evaluate_policy(model, env, 3, cfg=cfg, frames_out=frames)
     assert [e["env"] for e in episodes] == [0, 0, 1]  # quotas 2 and 1, in env order
     assert [e["episode"] for e in episodes] == [0, 1, 2]
-    assert len(frames) == episodes[0]["length"]  # one panel per step of env 0's first episode
-    assert frames[0].shape == (64 * GIF_SCALE, 3 * 64 * GIF_SCALE, 3) and frames[0].dtype == np.uint8
+    assert len(frames) == episodes[0]["length"]  # one frame per step of env 0's first episode
+    assert frames[0].shape[1] == 3 * 64 * 4 and frames[0].dtype == np.uint8
+    assert len({f.shape for f in frames}) == 1

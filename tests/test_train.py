@@ -21,12 +21,19 @@ import pytest
 import torch
 
 from beast.envs.server import pid_alive, process_group
-from beast.runtime.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from beast.runtime.checkpoint import BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--d-model=32", "--headdim=16", "--d-state=8", "--head-hidden=32", "--action-embed-dim=16"]
 # 4 envs, rollouts of 8 steps, batches of 4: one learner step is 8 x 4 x 4 = 128 frames.
-FAST = ["--scenario=basic", "--reward-mode=scenario", "--envs-per-server=4", "--unroll-length=8", "--batch-size=4"]
+FAST = [
+    "--scenario=basic",
+    "--frame-skip=4",
+    "--envs-per-server=4",
+    "--unroll-length=8",
+    "--batch-size=4",
+    "--eval-interval-frames=0",
+]
 FRAMES_PER_STEP = 8 * 4 * 4
 
 
@@ -80,8 +87,9 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 def test_short_run_writes_checkpoint_and_logs_and_resume_continues(tmp_path: Path, trainers) -> None:
     budget = 6 * FRAMES_PER_STEP
+    evaluate = [f"--eval-interval-frames={2 * FRAMES_PER_STEP}", "--eval-episodes=2", "--eval-envs=2"]
     proc = subprocess.Popen(
-        train_cmd(tmp_path, "--xpid=run", f"--total-frames={budget}", "--log-interval-s=1"),
+        train_cmd(tmp_path, "--xpid=run", f"--total-frames={budget}", "--log-interval-s=1", *evaluate),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -102,7 +110,17 @@ def test_short_run_writes_checkpoint_and_logs_and_resume_continues(tmp_path: Pat
     rows = read_rows(run / "logs.csv")
     assert rows and float(rows[-1]["frames"]) == budget
     assert any(r["total_loss"] != "" for r in rows), "no learner statistics logged"
-    assert all(r["env_fps"] != "" for r in rows)
+    assert any(r["env_fps"] != "" for r in rows)
+    # Evaluation during training: greedy and sampled episodes on envs of their own, the best weights kept.
+    evaluated = [r for r in rows if r.get("eval/greedy/mean_return", "") != ""]
+    assert evaluated, f"no evaluation logged; output:\n{out}"
+    assert all(r["eval/sample/mean_return"] != "" for r in evaluated)
+    assert all(-400 < float(r["eval/greedy/mean_return"]) < 110 for r in evaluated)  # basic's possible returns
+    best = load_checkpoint(run / BEST_CHECKPOINT_NAME)
+    assert best["optimizer"] is None and best["counters"]["frames"] >= 2 * FRAMES_PER_STEP
+    assert best["counters"]["best_return_milli"] == round(
+        1000 * max(float(r["eval/greedy/mean_return"]) for r in evaluated)
+    )
 
     proc = subprocess.Popen(
         train_cmd(tmp_path, "--xpid=run", "--resume", f"--total-frames={2 * budget}", "--log-interval-s=1"),

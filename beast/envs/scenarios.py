@@ -39,3 +39,37 @@ def resolve_scenario(name_or_cfg: str) -> Path:
     if not path.is_file():
         raise ScenarioError(f"unknown scenario {name_or_cfg!r}; built-in ones: {', '.join(scenario_names())}.")
     return path
+
+
+# What differs per built-in scenario, as overrides of `Config`'s defaults; a flag on the command line overrides
+# its entry. Why each entry is there:
+#   reward_scale     the model reads the previous step's training reward, clamped to [-1, 1]: the scale makes one
+#                    step's reward O(0.1) (PopArt normalises the values whatever the scale);
+#   frame_skip, unroll_length, batch_size, learning_rate   basic's episodes are a few seconds long: 8 tics a step
+#                    and small batches give ~400 learner steps in its 400k-frame budget;
+#   curriculum_threshold, eval_interval_frames   deadly_corridor at skill 5 kills a new agent before it learns
+#                    anything but running forward (every skill-5 run we made collapsed onto it, docs/training.md):
+#                    it starts at skill 1 and climbs, with an evaluation every 250k frames to decide.
+SCENARIO_SPECS: dict[str, dict[str, object]] = {
+    "basic": {
+        "reward_scale": 0.01,
+        "frame_skip": 8,
+        "unroll_length": 16,
+        "batch_size": 8,
+        "learning_rate": 1e-3,
+    },
+    "deadly_corridor": {"reward_scale": 0.01, "curriculum_threshold": 0.5, "eval_interval_frames": 250_000},
+    "defend_the_center": {"reward_scale": 1.0},
+    "defend_the_line": {"reward_scale": 1.0},
+    "health_gathering": {"reward_scale": 0.01},
+    "health_gathering_supreme": {"reward_scale": 0.01},
+    "my_way_home": {"reward_scale": 1.0},
+    "predict_position": {"reward_scale": 1.0},
+    "take_cover": {"reward_scale": 0.01},
+    "rocket_basic": {"reward_scale": 0.01, "frame_skip": 8},
+}
+
+
+def scenario_spec(name_or_cfg: str) -> dict[str, object]:
+    """The overrides for a scenario: its entry in `SCENARIO_SPECS`, or none for a .cfg path or an unlisted name."""
+    return dict(SCENARIO_SPECS.get(name_or_cfg, {}))

@@ -1,24 +1,31 @@
-"""Reward shaping from game-variable deltas, vectorised over envs.
+"""The training reward, from the scenario's reward or from game-variable deltas, vectorised over envs.
 
 The write-up behind this project replaced deadly_corridor's own reward (progress along x, which the agent hacked
-by always running forward) with
+by always running forward) with `r + alpha * Phi`, `r = 0.5 Δd − 3 Δht + 10 Δh + 1 Δk`, `Phi = Δx / z + D`. Its
+terms and weights are kept; three flaws are mended so that the shaping cannot be farmed:
 
-    r_d = r(s_t, a_t, s_{t+1}) + alpha * Phi(s_{t+1})
-    r   = 0.5 Δd − 3 Δht + 10 Δh + 1 Δk
-    Phi = (x_{t+1} − x_t) / z + D
+* travel `d` counts *new ground*: the growth of the farthest distance from the episode's start reached so far
+  (in zones of z map units). Euclidean step length paid strafing back and forth without limit; new ground pays
+  an oscillating policy nothing after its first swing, and a whole episode at most its farthest reach.
+* the potential term is a true difference `alpha * (gamma * Phi(s') − Phi(s))` with
+  `Phi(s) = (x − x_start) / z + w_D * DAMAGE_TAKEN` (Ng, Harada & Russell 1999): it speeds up credit assignment
+  without changing which policy is optimal. `Phi` of a terminal state is 0, so an episode's discounted potential
+  terms sum to `−Phi(s_0) = 0`; at a time-out the episode is cut, not ended, and `Phi(s')` is kept.
+* the scenario's own reward on the step that *ends* an episode (deadly_corridor: +1,000 at the vest, −100 for
+  dying) stays in, weighted by `shaping_terminal_coef`: what the scenario calls success still pays.
 
-with d the travel distance, ht hits taken, h hits dealt, k kills, z a zone scale and D damage taken. Two choices
-the write-up leaves open are made explicit here and configurable: distances (Δd and Δx) are measured in units of
-z so that one "zone" of travel weighs as much as the count terms, and D enters as the per-step damage taken with
-its own weight — taken literally with weight +1 it would pay the agent for being hurt, so the default penalises it.
+The training reward is then `clip(reward_scale * sum of terms)`: the one place that scales and clips, so the
+learner's targets and the reward the model reads as input are the same number. Each term is summed per episode
+and reported on its own (`reward/<term>`), so a user sees what the agent is paid for.
 
 Episode boundaries: env servers auto-reset, so on the step that ends an episode `vars` already describe the next
-episode's first state. Deltas across that boundary are meaningless; the terminal transition's deltas need the
-episode's final variables (`final_vars`). Without them the shaped part of that one step is zero.
+episode's first state; the terminal transition's deltas use the ended episode's last variables (`final_vars`).
 """
 
 from __future__ import annotations
 
+import collections
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,6 +34,9 @@ import numpy as np
 from beast.config import Config
 
 REQUIRED_VARS = ("POSITION_X", "POSITION_Y", "HITS_TAKEN", "HITCOUNT", "KILLCOUNT", "DAMAGE_TAKEN")
+SHAPED_TERMS = ("travel", "hits_taken", "hits", "kills", "potential", "terminal")
+SCENARIO_TERMS = ("scenario",)
+EPISODE_WINDOW = 100  # episodes whose per-term sums `term_stats` averages
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,8 @@ class ShapingWeights:
     alpha: float
     zone_scale: float
     damage: float
+    terminal: float
+    gamma: float
 
     @classmethod
     def from_config(cls, cfg: Config) -> ShapingWeights:
@@ -49,32 +61,22 @@ class ShapingWeights:
             alpha=cfg.shaping_alpha,
             zone_scale=cfg.shaping_zone_scale,
             damage=cfg.shaping_damage_coef,
+            terminal=cfg.shaping_terminal_coef,
+            gamma=cfg.discounting,
         )
 
 
-def shaped_reward(
-    prev_vars: np.ndarray, next_vars: np.ndarray, columns: dict[str, int], weights: ShapingWeights
-) -> np.ndarray:
-    """r + alpha*Phi(s') for transitions prev -> next; vars are float32[N, G], the result float32[N]."""
-    delta = next_vars.astype(np.float64) - prev_vars.astype(np.float64)
-
-    def d(name: str) -> np.ndarray:
-        return delta[:, columns[name]]
-
-    dx, dy = d("POSITION_X"), d("POSITION_Y")
-    travel = np.hypot(dx, dy) / weights.zone_scale
-    r = (
-        weights.distance * travel
-        + weights.hits_taken * d("HITS_TAKEN")
-        + weights.hits * d("HITCOUNT")
-        + weights.kills * d("KILLCOUNT")
-    )
-    potential = dx / weights.zone_scale + weights.damage * d("DAMAGE_TAKEN")
-    return (r + weights.alpha * potential).astype(np.float32)
+def clip_reward(rewards: np.ndarray, mode: str) -> np.ndarray:
+    """`abs_one` clamps to [-1, 1] (the paper's Atari/DMLab choice); `none` keeps the reward."""
+    if mode == "abs_one":
+        return np.clip(rewards, -1.0, 1.0)
+    if mode == "none":
+        return rewards
+    raise ValueError(f"reward clipping {mode!r} is not one of abs_one, none.")
 
 
 class RewardShaper:
-    """Turns each step's game variables into the training reward for N envs, remembering the previous vars."""
+    """Turns each step's results into the training reward for N envs, remembering what each episode has done."""
 
     def __init__(self, var_names: Sequence[str], cfg: Config, num_envs: int) -> None:
         missing = [name for name in REQUIRED_VARS if name not in var_names]
@@ -84,13 +86,25 @@ class RewardShaper:
                 "use --reward-mode=scenario or an env server that reports them."
             )
         self.mode = cfg.reward_mode
+        self.scale = cfg.reward_scale
+        self.clipping = cfg.reward_clipping
+        self.terms = SHAPED_TERMS if self.mode == "shaped" else SCENARIO_TERMS
         self.columns = {name: i for i, name in enumerate(var_names)}
         self.weights = ShapingWeights.from_config(cfg)
         self.prev_vars = np.zeros((num_envs, len(var_names)), dtype=np.float32)
+        self.start = np.zeros((num_envs, 2), dtype=np.float64)  # the episode's first (x, y)
+        self.farthest = np.zeros(num_envs, dtype=np.float64)  # farthest distance from it so far, in zones
+        self.episode_terms = np.zeros((num_envs, len(self.terms)), dtype=np.float64)
+        self._finished: collections.deque[np.ndarray] = collections.deque(maxlen=EPISODE_WINDOW)
+        self._lock = threading.Lock()  # `term_stats` is read from another thread
 
     def reset(self, env_ids: np.ndarray, vars_: np.ndarray) -> None:
         """Start tracking envs whose first observation of an episode is `vars_` [len(env_ids), G]."""
         self.prev_vars[env_ids] = vars_
+        if self.mode == "shaped":
+            self.start[env_ids] = self._position(vars_)
+        self.farthest[env_ids] = 0.0
+        self.episode_terms[env_ids] = 0.0
 
     def step(
         self,
@@ -98,18 +112,69 @@ class RewardShaper:
         vars_: np.ndarray,
         scenario_reward: np.ndarray,
         done: np.ndarray,
-        final_vars: np.ndarray | None = None,
+        truncated: np.ndarray,
+        final_vars: np.ndarray,
     ) -> np.ndarray:
-        """The reward for the step that led to `vars_` in each of `env_ids`; float32[len(env_ids)].
+        """The training reward for the step that led to `vars_` in each of `env_ids`; float32[len(env_ids)].
 
-        `done[i]` means that step ended an episode and `vars_[i]` is already the next episode's first state;
-        `final_vars[i]`, when given, holds the ended episode's last variables.
+        `done[i]`: that step ended an episode (`truncated[i]`: by the time limit) and `vars_[i]` is already the
+        next episode's first state, `final_vars[i]` the ended episode's last variables.
         """
-        if self.mode == "scenario":
-            self.prev_vars[env_ids] = vars_
-            return scenario_reward.astype(np.float32)
         done = done.astype(bool)
-        arrived = np.where(done[:, None], final_vars if final_vars is not None else self.prev_vars[env_ids], vars_)
-        reward = shaped_reward(self.prev_vars[env_ids], arrived, self.columns, self.weights)
+        if self.mode == "shaped":
+            arrived = np.where(done[:, None], final_vars, vars_).astype(np.float64)
+            terms = self._shaped_terms(env_ids, arrived, scenario_reward, done & ~truncated.astype(bool))
+        else:
+            terms = scenario_reward.astype(np.float64)[:, None]
+        self.episode_terms[env_ids] += terms
         self.prev_vars[env_ids] = vars_
-        return reward
+        if done.any():
+            ended = env_ids[done]
+            with self._lock:
+                self._finished.extend(self.episode_terms[ended].copy())
+            self.reset(ended, vars_[done])
+        return clip_reward(self.scale * terms.sum(axis=1), self.clipping).astype(np.float32)
+
+    def term_stats(self) -> dict[str, float | None]:
+        """Each term's mean per-episode sum over the last episodes (unscaled), as `reward/<term>`."""
+        with self._lock:
+            finished = np.array(self._finished) if self._finished else None
+        if finished is None:
+            return {f"reward/{term}": None for term in self.terms}
+        return {f"reward/{term}": float(v) for term, v in zip(self.terms, finished.mean(axis=0), strict=True)}
+
+    def _position(self, vars_: np.ndarray) -> np.ndarray:
+        return vars_[:, [self.columns["POSITION_X"], self.columns["POSITION_Y"]]].astype(np.float64)
+
+    def _potential(self, vars_: np.ndarray, env_ids: np.ndarray) -> np.ndarray:
+        w = self.weights
+        x = vars_[:, self.columns["POSITION_X"]].astype(np.float64)
+        damage = vars_[:, self.columns["DAMAGE_TAKEN"]].astype(np.float64)
+        return (x - self.start[env_ids, 0]) / w.zone_scale + w.damage * damage
+
+    def _shaped_terms(
+        self, env_ids: np.ndarray, arrived: np.ndarray, scenario_reward: np.ndarray, terminal: np.ndarray
+    ) -> np.ndarray:
+        """[n, len(SHAPED_TERMS)] for the transitions prev -> arrived (the ended episode's last vars where an episode
+        ended); `terminal`: the episode ended by itself (not by the time limit), so Phi(s') = 0."""
+        w = self.weights
+        prev = self.prev_vars[env_ids].astype(np.float64)
+
+        def delta(name: str) -> np.ndarray:
+            return arrived[:, self.columns[name]] - prev[:, self.columns[name]]
+
+        reach = np.hypot(*(self._position(arrived) - self.start[env_ids]).T) / w.zone_scale
+        new_ground = np.maximum(reach - self.farthest[env_ids], 0.0)
+        self.farthest[env_ids] += new_ground
+        phi_next = np.where(terminal, 0.0, self._potential(arrived, env_ids))
+        return np.stack(
+            [
+                w.distance * new_ground,
+                w.hits_taken * delta("HITS_TAKEN"),
+                w.hits * delta("HITCOUNT"),
+                w.kills * delta("KILLCOUNT"),
+                w.alpha * (w.gamma * phi_next - self._potential(prev, env_ids)),
+                w.terminal * np.where(terminal, scenario_reward, 0.0),
+            ],
+            axis=1,
+        )

@@ -2,14 +2,18 @@
 
     1. run the current (target) policy pi over the rollouts from their stored initial recurrent state;
     2. V-trace targets v_s and policy-gradient advantages from pi, the behaviour policy mu and the rewards;
-    3. the three losses: policy gradient, baseline (value) and entropy, summed with their costs;
-    4. backward, clip the gradient to a global norm, optimiser step, learning-rate decay.
+    3. PopArt (Hessel et al. 2019): the targets' statistics move, the baseline loss compares normalised values
+       and the policy-gradient advantage is divided by sigma;
+    4. the three losses: policy gradient, baseline (value) and entropy, summed with their costs;
+    5. backward, clip the gradient to a global norm, optimiser step, learning-rate decay, and the critic's last
+       layer rescaled so that the values in reward units are unchanged by the new statistics.
 
 Diagnostics are gathered along the way and returned as one flat dict of floats; `docs/learner.md` lists them.
 """
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Mapping
 
 import torch
@@ -19,6 +23,7 @@ from beast.config import Config
 from beast.learn import diagnostics, losses, vtrace
 from beast.learn.techniques import in_critic_warmup
 from beast.model import block_grad_norms
+from beast.model.popart import PopArt
 
 # Parameter groups the model exposes; the heads are owned by one loss each, the rest is shared by all three.
 BLOCKS = ("vision", "audio", "action", "core", "policy_head", "critic_head")
@@ -52,8 +57,11 @@ STAT_KEYS: tuple[str, ...] = (
     "pg_advantages_mean",
     "pg_advantages_std",
     "explained_variance",
+    "popart_mu",
+    "popart_sigma",
     "reward_mean",
     "done_frac",
+    "truncated_frac",
     "logits_at_lower_bound_frac",
     "learning_rate",
     "critic_warmup",
@@ -62,7 +70,7 @@ STAT_KEYS: tuple[str, ...] = (
 PER_LOSS_KEYS: tuple[str, ...] = tuple(f"grad_norm_loss/{name}" for name in LOSS_NAMES)
 
 # Batch entries the learner reads itself (the model reads its observation keys from the same dict).
-REQUIRED_KEYS = ("reward", "done", "action", "policy_logits", "policy_version")
+REQUIRED_KEYS = ("reward", "done", "truncated", "action", "policy_logits", "policy_version")
 
 
 def split_rollout(
@@ -71,20 +79,27 @@ def split_rollout(
     """Align the `[T+1, B]` rollout and the model's `[T+1, B]` outputs into the `[T, B]` V-trace inputs.
 
     Step t (0 <= t < T) is: the frame at slot t, the action taken there (and its mu logits and weight version),
-    the reward and `done` that arrived at slot t+1, and pi's logits and value at slot t. The bootstrap is V at
-    slot T, cut by the discount where slot T starts a new episode.
+    the reward, `done` and `truncated` that arrived at slot t+1, and pi's logits and value (in reward units, no
+    gradient) at slot t. The bootstrap is V at slot T, cut by the discount where slot T starts a new episode.
+
+    Time-outs are not deaths (Pardo et al. 2018): a step that ended its episode by the time limit bootstraps from
+    the value of the state it was cut in, `r_t + gamma V(s_{t+1})`. Its successor slot holds the next episode's
+    first frame, so the cut state's value is taken as V(x_t), one step earlier, and added to the reward, while the
+    discount is 0 as at any episode end: the traces do not run into the next episode, and the V-trace target of
+    that step is exactly `r_t + gamma V`.
     """
-    rewards = losses.clip_rewards(batch["reward"][1:].to(torch.float32) * cfg.reward_scale, cfg.reward_clipping)
-    discounts = (~batch["done"][1:].bool()).to(torch.float32) * cfg.discounting
+    done = batch["done"][1:].bool()
+    values = outputs["baseline"][:-1].detach()
+    timeout_bootstrap = batch["truncated"][1:].bool().to(values.dtype) * cfg.discounting * values
     return {
         "target_logits": outputs["policy_logits"][:-1],
-        "values": outputs["baseline"][:-1],
-        "bootstrap_value": outputs["baseline"][-1],
+        "values": values,
+        "bootstrap_value": outputs["baseline"][-1].detach(),
         "behaviour_logits": batch["policy_logits"][:-1].to(torch.float32),
         "actions": batch["action"][:-1],
         "versions": batch["policy_version"][:-1],
-        "rewards": rewards,
-        "discounts": discounts,
+        "rewards": batch["reward"][1:].to(values.dtype) + timeout_bootstrap,
+        "discounts": (~done).to(values.dtype) * cfg.discounting,
     }
 
 
@@ -100,6 +115,7 @@ def compute_vtrace(steps: Mapping[str, torch.Tensor], cfg: Config) -> vtrace.VTr
         bootstrap_value=steps["bootstrap_value"],
         clip_rho_threshold=cfg.clip_rho_threshold,
         clip_pg_rho_threshold=cfg.clip_pg_rho_threshold,
+        lambda_=cfg.vtrace_lambda,
     )
 
 
@@ -135,10 +151,11 @@ def learn_step(
     Batch layout (TorchBeast-style, filled by the runtime): a dict of `[T+1, B, ...]` tensors. Slot t holds
       env outputs   rgb uint8[T+1,B,3,64,64], depth uint8[T+1,B,1,64,64], enemy uint8[T+1,B,1,64,64],
                     audio int16[T+1,B,2,1024];
-                    reward float32[T+1,B]   received on arriving at slot t, i.e. for the action at slot t-1
-                                            (already shaped by the runtime; clipped here per cfg.reward_clipping);
+                    reward float32[T+1,B]   received on arriving at slot t, i.e. for the action at slot t-1: the
+                                            training reward, shaped, scaled and clipped by the runtime;
                     done bool[T+1,B]        slot t begins a new episode; the model zeroes its state before step t;
-                    last_action int64[T+1,B] the action at slot t-1, 0 after a reset;
+                    truncated bool[T+1,B]   that episode end was the time limit, not a termination;
+                    last_action int64[T+1,B] the action at slot t-1 (the model reads a start token at `done`);
       agent outputs computed by the behaviour policy mu from the frame at slot t:
                     action int64[T+1,B];
                     policy_logits float32[T+1,B,A] exactly the logits the action was sampled from (perturbed ones
@@ -152,11 +169,7 @@ def learn_step(
     behaviour logits and versions from slots 0..T-1; rewards and done from slots 1..T, with discounts
     gamma * (1 - done[1:]).
 
-    Time-outs: an episode cut by the scenario's time limit arrives as `done` like a real termination, so its last
-    step gets discount 0 (TorchBeast semantics). That biases values down near the limit (the agent is taught that
-    the world ends there, which a state without a clock cannot predict); the alternative, bootstrapping from the
-    final observation of a truncated episode, needs that observation, which the overlapping layout replaces with
-    the first frame of the next episode.
+    Time-outs bootstrap from V instead of ending the return (`split_rollout`).
 
     Keyword arguments:
       scheduler       stepped once after the optimiser step when given (`optim.build_scheduler`).
@@ -178,13 +191,24 @@ def learn_step(
     outputs, _ = model(batch, initial_state)
     steps = split_rollout(batch, outputs, cfg)
 
-    # 2. V-trace (targets carry no gradient; only log pi(a) does, for the policy gradient).
+    # 2. V-trace in reward units (targets carry no gradient; only log pi(a) does, for the policy gradient).
     vt = compute_vtrace(steps, cfg)
 
-    # 3. The three losses, each a sum over the T x B steps, weighted as in the paper's "overall update".
-    pg_loss = losses.policy_gradient_loss(vt.target_action_log_probs, vt.pg_advantages)
-    baseline_loss = cfg.baseline_cost * losses.baseline_loss(vt.vs, steps["values"])
-    entropy_loss = cfg.entropy_cost * losses.entropy_loss(steps["target_logits"])
+    # 3. PopArt: new statistics from these targets. The critic's values (reward units, with gradient, from the old
+    # statistics) and the targets are both normalised by the new ones; the advantages are measured in sigmas.
+    popart = typing.cast(PopArt, model.popart)
+    old_mu, old_sigma = popart.mu.clone(), popart.sigma.clone()
+    if cfg.popart:
+        popart.update(vt.vs)
+    sigma = popart.sigma.to(vt.vs.dtype)[0]
+
+    # 4. The three losses, each a sum over the T x B steps, weighted as in the paper's "overall update".
+    pg_loss = losses.policy_gradient_loss(vt.target_action_log_probs, vt.pg_advantages / sigma)
+    baseline_loss = cfg.baseline_cost * losses.baseline_loss(
+        popart.normalize(vt.vs), popart.normalize(outputs["baseline"][:-1])
+    )
+    exploration = losses.EXPLORATION_LOSSES[cfg.exploration_loss]
+    entropy_loss = cfg.entropy_cost * exploration(steps["target_logits"])
     # Critic warm-up trains the critic alone: the actor's losses stay out of the gradient.
     total_loss = baseline_loss if warmup else pg_loss + baseline_loss + entropy_loss
 
@@ -197,7 +221,7 @@ def learn_step(
         )
         stats.update({f"grad_norm_loss/{name}": norm for name, norm in per_loss.items()})
 
-    # 4. Backward, clip, step.
+    # 5. Backward, clip, step; then the critic's last layer follows the statistics.
     optimizer.zero_grad(set_to_none=True)
     total_loss.backward()
     if warmup:
@@ -216,6 +240,8 @@ def learn_step(
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
+    if cfg.popart:
+        popart.preserve(typing.cast(nn.Linear, model.value_layer), old_mu, old_sigma)
 
     # Diagnostics of the step just taken (all detached; fetched with one synchronisation below).
     lag = diagnostics.policy_lag(learner_version, steps["versions"])
@@ -250,8 +276,11 @@ def learn_step(
             "pg_advantages_mean": adv_mean,
             "pg_advantages_std": adv_std,
             "explained_variance": diagnostics.explained_variance(vt.vs, steps["values"]),
+            "popart_mu": popart.mu[0],
+            "popart_sigma": sigma,
             "reward_mean": steps["rewards"].mean(),
             "done_frac": batch["done"][1:].to(torch.float32).mean(),
+            "truncated_frac": batch["truncated"][1:].to(torch.float32).mean(),
             "logits_at_lower_bound_frac": (logits <= cfg.logit_lower_bound).to(torch.float32).mean()
             if cfg.logit_lower_bound < 0
             else torch.zeros((), device=device),

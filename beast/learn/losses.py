@@ -1,4 +1,4 @@
-"""The three IMPALA losses (Espeholt et al. 2018, section 4.2) and reward clipping.
+"""The three IMPALA losses (Espeholt et al. 2018, section 4.2).
 
 The paper's update direction is the sum of three gradients: the policy gradient weighted by the V-trace advantage,
 the value regression towards the V-trace targets, and an entropy bonus. As in TorchBeast, each loss is a *sum* over
@@ -11,18 +11,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-REWARD_CLIPPING = ("abs_one", "none")
-
-
-def clip_rewards(rewards: torch.Tensor, mode: str) -> torch.Tensor:
-    """Reward clipping before V-trace: `abs_one` clamps to [-1, 1] (the paper's Atari/DMLab choice), `none` keeps
-    the (already shaped) reward. rewards: any shape; returns the same shape."""
-    if mode == "abs_one":
-        return torch.clamp(rewards, -1.0, 1.0)
-    if mode == "none":
-        return rewards
-    raise ValueError(f"reward clipping {mode!r} is not one of {', '.join(REWARD_CLIPPING)}.")
-
 
 def policy_gradient_loss(target_action_log_probs: torch.Tensor, pg_advantages: torch.Tensor) -> torch.Tensor:
     """-sum_t rho^pg_t A_t log pi(a_t|x_t): descending it ascends the V-trace policy gradient.
@@ -34,12 +22,26 @@ def policy_gradient_loss(target_action_log_probs: torch.Tensor, pg_advantages: t
 
 
 def baseline_loss(vs: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """0.5 * sum_t (v_t - V(x_t))^2: regression of the critic onto the V-trace targets.
+    """0.5 * sum_t (v_t - V(x_t))^2: regression of the critic onto the V-trace targets (both PopArt-normalised
+    when the learner normalises them).
 
     vs: `[T, B]` targets (constant); values: `[T, B]` V(x_t) with gradient. Returns a scalar (unweighted; the
     learner multiplies by `baseline_cost`).
     """
     return 0.5 * ((vs.detach() - values) ** 2).sum()
+
+
+def symmetric_kl_to_uniform_loss(policy_logits: torch.Tensor) -> torch.Tensor:
+    """sum_t [KL(pi || u) + KL(u || pi)] with u uniform: sum_t sum_a (pi(a) - 1/A) log pi(a|x_t) (the log A terms
+    cancel). Sample Factory's exploration loss for Doom.
+
+    Why not the entropy alone: the entropy's gradient vanishes as the policy becomes deterministic, so once one
+    action pays reliably (deadly_corridor's forward) nothing pulls the others back and the policy collapses onto
+    it. KL(u || pi)'s gradient with respect to the logits is pi - u, which grows, rather than fades, as any action's
+    probability goes to zero. policy_logits: `[T, B, A]`. Returns a scalar (unweighted).
+    """
+    log_policy = F.log_softmax(policy_logits, dim=-1)
+    return ((log_policy.exp() - 1.0 / policy_logits.shape[-1]) * log_policy).sum()
 
 
 def entropy_loss(policy_logits: torch.Tensor) -> torch.Tensor:
@@ -50,3 +52,7 @@ def entropy_loss(policy_logits: torch.Tensor) -> torch.Tensor:
     """
     log_policy = F.log_softmax(policy_logits, dim=-1)
     return (log_policy.exp() * log_policy).sum()
+
+
+# `--exploration-loss`: the third loss of the update, weighted by `entropy_cost`.
+EXPLORATION_LOSSES = {"entropy": entropy_loss, "symmetric_kl": symmetric_kl_to_uniform_loss}

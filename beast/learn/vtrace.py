@@ -14,7 +14,9 @@ Conventions, all tensors time-major:
   an episode end and concatenated episodes are independent.
 - `bootstrap_value [B]` is V(x_T), the value of the state after the last step.
 - Nothing returned carries gradient: V-trace produces *targets*, and the losses treat them as constants.
-- c_bar is fixed at 1, as in the paper's experiments and both reference implementations.
+- c_bar is fixed at 1, as in the paper's experiments and both reference implementations; `lambda_` < 1 scales
+  the traces, c_i = lambda * min(1, pi/mu) (the paper's remark 2, scalable_agent's `lambda_`), trading the n-step
+  targets' variance for bias as GAE's lambda does.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ def from_importance_weights(
     bootstrap_value: torch.Tensor,
     clip_rho_threshold: float | None = 1.0,
     clip_pg_rho_threshold: float | None = 1.0,
+    lambda_: float = 1.0,
 ) -> VTraceReturns:
     """V-trace targets from log importance weights log(pi(a_t|x_t) / mu(a_t|x_t)).
 
@@ -75,7 +78,7 @@ def from_importance_weights(
 
     rhos = torch.exp(log_rhos)
     clipped_rhos = rhos if clip_rho_threshold is None else torch.clamp(rhos, max=clip_rho_threshold)
-    cs = torch.clamp(rhos, max=1.0)
+    cs = lambda_ * torch.clamp(rhos, max=1.0)
 
     # V(x_{t+1}) for every t: the next row of values, and the bootstrap after the last step.
     values_t_plus_1 = torch.cat([values[1:], bootstrap_value.unsqueeze(0)], dim=0)
@@ -106,6 +109,7 @@ def from_logits(
     bootstrap_value: torch.Tensor,
     clip_rho_threshold: float | None = 1.0,
     clip_pg_rho_threshold: float | None = 1.0,
+    lambda_: float = 1.0,
 ) -> VTraceFromLogitsReturns:
     """V-trace for softmax policies given as logits.
 
@@ -127,6 +131,7 @@ def from_logits(
         bootstrap_value=bootstrap_value,
         clip_rho_threshold=clip_rho_threshold,
         clip_pg_rho_threshold=clip_pg_rho_threshold,
+        lambda_=lambda_,
     )
     return VTraceFromLogitsReturns(
         vs=returns.vs,

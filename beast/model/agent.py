@@ -2,9 +2,14 @@
 
 `model(inputs, state) -> (outputs, new_state)` with every input [T, B, ...] exactly as the env server delivers
 it; acting is the same call with T = 1. Extra keys in `inputs` (the learner passes its whole batch) are ignored.
-The core input is [vision, audio, action embedding, clipped reward], as TorchBeast feeds the clipped reward and
-last action to its core: the reward of the previous step is clipped to [-1, 1] so shaped rewards of size 10
-cannot dominate the features.
+The core input is [vision, audio, action embedding, reward], as TorchBeast feeds the reward and last action to
+its core. The reward is the training reward (already scaled by the runtime, `beast.envs.shaping`), clamped to
+[-1, 1] so that a rare large one cannot dominate the features. At an episode's first step (`done`) there is no
+previous action or reward: the action input is a dedicated start token (index `num_actions`) and the reward 0,
+whatever the rollout holds there (the ended episode's last reward, which the learner needs).
+
+The critic's last layer outputs a PopArt-normalised value (`beast.model.popart`): `baseline` is the value in
+reward units, `sigma * n + mu` of the layer's output n.
 
 The recurrent state's batch dim is 0 for every core (`beast.model.cores` lists the tensors).
 """
@@ -20,16 +25,19 @@ from torch import nn
 from beast.config import Config
 from beast.model.cores import State, build_core
 from beast.model.organs import ActionOrgan, AudioOrgan, VisionOrgan
+from beast.model.popart import PopArt
 
 GROUPS = ("vision", "audio", "action", "core", "policy_head", "critic_head")
 
 
 def mlp_head(in_dim: int, hidden: int, out_dim: int, last_gain: float = 1.0) -> nn.Sequential:
+    """LayerNorm -> Linear -> ReLU -> Linear. The norm holds the core's output at one scale for the whole run (it
+    grew 4-fold in 250k frames without it, and the logits' speed under Adam with it; see `organs`)."""
     last = nn.Linear(hidden, out_dim)
     with torch.no_grad():
         last.weight.mul_(last_gain)
         last.bias.zero_()
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), last)
+    return nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden), nn.ReLU(), last)
 
 
 class ViciousTwinMAMBA(nn.Module):
@@ -42,11 +50,18 @@ class ViciousTwinMAMBA(nn.Module):
         audio_dim = cfg.d_model // 2
         self.vision = VisionOrgan(cfg.d_model)
         self.audio = AudioOrgan(audio_dim)
-        self.action = ActionOrgan(num_actions, cfg.action_embed_dim)
+        self.start_action = num_actions  # the action input at an episode's first step
+        self.action = ActionOrgan(num_actions + 1, cfg.action_embed_dim)
         self.core = build_core(cfg, cfg.d_model + audio_dim + cfg.action_embed_dim + 1)
         # A small last layer starts the policy near uniform, so early behaviour explores evenly.
         self.policy_head = mlp_head(cfg.d_model, cfg.head_hidden, num_actions, last_gain=0.01)
         self.critic_head = mlp_head(cfg.d_model, cfg.head_hidden, 1)
+        self.popart = PopArt(num_tasks=1, beta=cfg.popart_beta)
+
+    @property
+    def value_layer(self) -> nn.Linear:
+        """The critic's last layer: PopArt rescales it when the value statistics move."""
+        return self.critic_head[-1]  # type: ignore[return-value]
 
     def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         """Zeros; a tuple of tensors with the batch on dim 0 (empty for core=none)."""
@@ -66,24 +81,26 @@ class ViciousTwinMAMBA(nn.Module):
         def flat(key: str) -> torch.Tensor:  # [T, B, ...] -> [T*B, ...]
             return inputs[key].reshape(T * B, *inputs[key].shape[2:])
 
-        reward = inputs["reward"].to(dtype).clamp(-1.0, 1.0).reshape(T * B, 1)
+        done = inputs["done"].to(torch.bool)
+        reward = torch.where(done, 0.0, inputs["reward"].to(dtype).clamp(-1.0, 1.0)).reshape(T * B, 1)
+        last_action = torch.where(done, self.start_action, inputs["last_action"]).reshape(T * B)
         features = torch.cat(
             [
                 self.vision(flat("rgb"), flat("depth"), flat("enemy")),
                 self.audio(flat("audio")),
-                self.action(flat("last_action")),
+                self.action(last_action),
                 reward,
             ],
             dim=-1,
         )
-        core_out, new_state = self.core(features.view(T, B, -1), inputs["done"].to(torch.bool), state)
+        core_out, new_state = self.core(features.view(T, B, -1), done, state)
 
         logits = self.policy_head(core_out)  # [T, B, A]
         if self.logit_lower_bound < 0:
             # clamp passes the gradient where a logit is above the bound and blocks it where clamped; doing it
             # here means actors sample from, and the learner scores, the same clamped logits.
             logits = logits.clamp(min=self.logit_lower_bound)
-        baseline = self.critic_head(core_out).squeeze(-1)  # [T, B]
+        normalized_baseline = self.critic_head(core_out).squeeze(-1)  # [T, B]
 
         with torch.no_grad():
             flat_logits = logits.detach().reshape(T * B, -1).float()
@@ -91,5 +108,9 @@ class ViciousTwinMAMBA(nn.Module):
                 action = torch.multinomial(F.softmax(flat_logits, dim=-1), num_samples=1)
             else:
                 action = flat_logits.argmax(dim=-1)
-        outputs = {"policy_logits": logits, "baseline": baseline, "action": action.view(T, B)}
+        outputs = {
+            "policy_logits": logits,
+            "baseline": self.popart.denormalize(normalized_baseline),
+            "action": action.view(T, B),
+        }
         return outputs, new_state

@@ -2,6 +2,12 @@
 
 Each takes one modality for N = T * B samples, raw as the env server sends it (uint8 pixels, int16 audio), and
 returns a feature vector [N, out_dim]. Normalisation to [0, 1] / [-1, 1] happens here, in the parameters' dtype.
+
+The vision and audio features end in a LayerNorm (before the ReLU). Measured on deadly_corridor: at
+initialisation the vision features had an RMS of 0.014 against the action embedding's 1, so the core first saw
+little but the last action, and after 250k frames of training they had grown 200-fold (RMS 2.9). Features
+that grow make every Adam step (a fixed size per parameter) move the logits further, which sped up the
+policy's collapse onto one action; normalised features keep one scale from the first step to the last.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ class VisionOrgan(nn.Module):
         self.conv2 = nn.Conv2d(32, 64, kernel_size=4, stride=2)  # 15 -> 6
         self.conv3 = nn.Conv2d(64, 64, kernel_size=3, stride=1)  # 6 -> 4
         self.fc = nn.Linear(64 * 4 * 4, out_dim)
+        self.norm = nn.LayerNorm(out_dim)
 
     def forward(self, rgb: torch.Tensor, depth: torch.Tensor, enemy: torch.Tensor) -> torch.Tensor:
         """rgb uint8 [N, 3, 64, 64], depth uint8 [N, 1, 64, 64], enemy uint8 [N, 1, 64, 64] (0/1) -> [N, out]."""
@@ -36,7 +43,7 @@ class VisionOrgan(nn.Module):
         h = F.relu(self.conv1(pixels) * (2.0 * torch.sigmoid(gate)) + shift)
         h = F.relu(self.conv2(h))
         h = F.relu(self.conv3(h))
-        return F.relu(self.fc(h.flatten(1)))
+        return F.relu(self.norm(self.fc(h.flatten(1))))
 
 
 class AudioOrgan(nn.Module):
@@ -53,11 +60,12 @@ class AudioOrgan(nn.Module):
             nn.ReLU(),
         )
         self.fc = nn.Linear(32 * 30, out_dim)
+        self.norm = nn.LayerNorm(out_dim)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """audio int16 [N, 2, 1024] -> [N, out_dim]."""
         wave = audio.to(self.fc.weight.dtype) / 32768.0  # int16 full scale -> [-1, 1)
-        return F.relu(self.fc(self.convs(wave).flatten(1)))
+        return F.relu(self.norm(self.fc(self.convs(wave).flatten(1))))
 
 
 class ActionOrgan(nn.Module):

@@ -95,7 +95,9 @@ class Batcher:
         self.rollouts = np.zeros(n, dtype=np.int64)  # rollouts started per env
         self.last_action = np.zeros(n, dtype=np.int64)
         self.shaper = RewardShaper(envs.info.var_names, cfg, n)
-        self._kill_col = envs.info.var_names.index("KILLCOUNT") if "KILLCOUNT" in envs.info.var_names else None
+        names = envs.info.var_names
+        self._kill_col = names.index("KILLCOUNT") if "KILLCOUNT" in names else None
+        self._health_col = names.index("HEALTH") if "HEALTH" in names else None
         self.pending: collections.deque[Arrival] = collections.deque(
             Arrival(s, np.arange(len(r["done"]), dtype=np.int64), r, reset=True) for s, r in first
         )
@@ -114,10 +116,13 @@ class Batcher:
         self.waiting_for_buffer = False
         self.dropped_rollouts = 0
         self.episodes = 0
-        self.episode_log: collections.deque[tuple[float, int, float]] = collections.deque(maxlen=EPISODE_WINDOW)
+        # (return, length, kills, success): success as `beast.evaluate` defines it (ended on its own, alive).
+        self.episode_log: collections.deque[tuple[float, int, float, float]] = collections.deque(maxlen=EPISODE_WINDOW)
         self._episode_lock = threading.Lock()
         self.error: BaseException | None = None
         self.server_errors: list[str] = []
+        # Set from another thread (the curriculum) to have every local server restarted, with this reason.
+        self.restart_local: str | None = None
 
     # --- the loop --------------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -145,6 +150,11 @@ class Batcher:
                 self._sockets[slot.client.socket] = slot.index
 
     def _supervise(self) -> None:
+        reason, self.restart_local = self.restart_local, None
+        if reason is not None:
+            for slot in self.envs.slots[: self.cfg.num_servers]:
+                if slot.up:
+                    self.server_down(slot.index, reason)
         now = time.monotonic()
         hung = [
             s.index
@@ -234,9 +244,8 @@ class Batcher:
         offsets = self.envs.offsets
         g = _join([offsets[a.server] + a.local_ids for a in batch])
         rows = {key: _cat([a.results[key] for a in batch]) for key in OBS_KEYS}
-        done, rows["reward"] = self._arrive(batch, g)
-        rows["done"] = done
-        rows["last_action"] = np.where(done, 0, self.last_action[g])
+        rows["done"], rows["truncated"], rows["reward"] = self._arrive(batch, g)
+        rows["last_action"] = self.last_action[g]  # the model reads its start token where `done`
 
         # [None] adds T=1 as a numpy view, cheaper than torch's unsqueeze; on the CPU `.to` would be a no-op call.
         inputs = {key: torch.from_numpy(value[None]) for key, value in rows.items()}
@@ -263,34 +272,45 @@ class Batcher:
         self.steps += int(sum(len(a) for a in batch if not a.reset))
         self.batches += 1
 
-    def _arrive(self, batch: list[Arrival], g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """`done` and the shaped (or scenario) reward [n] for the steps that led to the batch's observations (envs
+    def _arrive(self, batch: list[Arrival], g: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`done`, `truncated` and the training reward [n] for the steps that led to the batch's observations (envs
         `g`); a RESET's first observation counts as done, with reward 0. Finished episodes go to the episode log."""
         if len(batch) > 1 and any(a.reset for a in batch):
             # First observations (the run's start, a restarted server) among steps: rare, one arrival at a time.
             offsets = self.envs.offsets
             parts = [self._arrive([a], offsets[a.server] + a.local_ids) for a in batch]
-            return _join([done for done, _ in parts]), _join([reward for _, reward in parts])
+            return tuple(_join([part[i] for part in parts]) for i in range(3))  # type: ignore[return-value]
         if batch[0].reset:
             self.shaper.reset(g, batch[0].results["vars"])
-            return np.ones(len(g), dtype=bool), np.zeros(len(g), dtype=np.float32)
+            return np.ones(len(g), dtype=bool), np.zeros(len(g), dtype=bool), np.zeros(len(g), dtype=np.float32)
         # One shaper call for the whole batch, not one per arrival: its cost is per call, and an env is in a batch
         # at most once (it has one step in flight), so joining arrivals changes nothing.
-        r = {key: _join([a.results[key] for a in batch]) for key in ("done", "vars", "reward", "final_vars")}
-        ended = r["done"].astype(bool)
+        r = {
+            key: _join([a.results[key] for a in batch]) for key in ("done", "truncated", "vars", "reward", "final_vars")
+        }
+        ended, truncated = r["done"].astype(bool), r["truncated"].astype(bool)
         if ended.any():
             r.update({key: _join([a.results[key] for a in batch]) for key in EPISODE_KEYS})
             kills = (
                 r["final_vars"][ended, self._kill_col] if self._kill_col is not None else np.full(ended.sum(), np.nan)
             )
             finished = ended & ~r["crashed"].astype(bool)  # a crash cut the episode short: not a real result
+            success = (
+                np.full(ended.sum(), np.nan)
+                if self._health_col is None
+                else (~truncated[ended] & (r["final_vars"][ended, self._health_col] > 0)).astype(np.float64)
+            )
             with self._episode_lock:
-                for ret, length, k in zip(
-                    r["episode_return"][finished], r["episode_length"][finished], kills[finished[ended]], strict=True
+                for ret, length, k, won in zip(
+                    r["episode_return"][finished],
+                    r["episode_length"][finished],
+                    kills[finished[ended]],
+                    success[finished[ended]],
+                    strict=True,
                 ):
-                    self.episode_log.append((float(ret), int(length), float(k)))
+                    self.episode_log.append((float(ret), int(length), float(k), float(won)))
                 self.episodes += int(finished.sum())
-        return ended, self.shaper.step(g, r["vars"], r["reward"], ended, r["final_vars"])
+        return ended, truncated, self.shaper.step(g, r["vars"], r["reward"], ended, truncated, r["final_vars"])
 
     def _send(self, batch: list[Arrival], actions: np.ndarray) -> None:
         start = 0
@@ -394,16 +414,20 @@ class Batcher:
 
     # --- statistics ------------------------------------------------------------------------------------------
     def episode_stats(self) -> dict[str, float | None]:
-        """Mean return, length and kills over the last 100 finished episodes (None before the first)."""
+        """Mean return, length, kills and success rate over the last 100 finished episodes (None before the first),
+        and the mean per-episode sum of each reward term."""
         with self._episode_lock:
             log = list(self.episode_log)
+        stats: dict[str, float | None] = dict(self.shaper.term_stats())
         if not log:
-            return {"mean_return": None, "mean_length": None, "mean_kills": None}
-        returns, lengths, kills = (np.array(column, dtype=np.float64) for column in zip(*log, strict=True))
+            return {"mean_return": None, "mean_length": None, "mean_kills": None, "success_rate": None, **stats}
+        returns, lengths, kills, success = (np.array(column, dtype=np.float64) for column in zip(*log, strict=True))
         return {
             "mean_return": float(returns.mean()),
             "mean_length": float(lengths.mean()),
             "mean_kills": None if np.isnan(kills).all() else float(np.nanmean(kills)),
+            "success_rate": None if np.isnan(success).all() else float(np.nanmean(success)),
+            **stats,
         }
 
 

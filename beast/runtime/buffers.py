@@ -44,6 +44,7 @@ def rollout_specs(obs: Mapping[str, Mapping[str, object]], num_actions: int) -> 
     specs.update(
         reward=Spec((), torch.float32),
         done=Spec((), torch.bool),
+        truncated=Spec((), torch.bool),
         last_action=Spec((), torch.int64),
         action=Spec((), torch.int64),
         policy_logits=Spec((num_actions,), torch.float32),

@@ -26,6 +26,7 @@ from torch import nn
 from beast.config import Config, flag_name
 
 CHECKPOINT_NAME = "checkpoint.pt"
+BEST_CHECKPOINT_NAME = "checkpoint_best.pt"  # the weights that scored best in evaluation during training
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("model", "optimizer", "scheduler", "counters", "config", "num_actions")
 
@@ -44,18 +45,19 @@ def save_checkpoint(
     path: Path,
     *,
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | None,
     scheduler: Any,
     counters: dict[str, int],
     cfg: Config,
     num_actions: int,
 ) -> None:
-    """Write the checkpoint atomically: `path` holds the old checkpoint or the new one, never a partial file."""
+    """Write the checkpoint atomically: `path` holds the old checkpoint or the new one, never a partial file.
+    `optimizer` None (with `scheduler` None) writes weights to play, not to resume: the best checkpoint."""
     path = Path(path)
     payload = {
         "format_version": FORMAT_VERSION,
         "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "counters": {str(k): int(v) for k, v in counters.items()},
         "config": cfg.to_dict(),

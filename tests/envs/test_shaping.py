@@ -1,16 +1,16 @@
-"""Reward shaping on hand-made game-variable sequences, checked against the formula written out by hand."""
+"""The training reward on hand-made game-variable sequences: each term against its definition, and the properties
+that make the shaping sound (no pay for oscillating, potential terms that telescope away, time-outs kept apart)."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
 
 from beast.config import Config
-from beast.envs.shaping import REQUIRED_VARS, RewardShaper, ShapingWeights, shaped_reward
+from beast.envs.shaping import REQUIRED_VARS, SHAPED_TERMS, RewardShaper
 
 NAMES = ["HEALTH", *REQUIRED_VARS]  # HEALTH first so column lookups cannot rely on position
+TERM = {name: i for i, name in enumerate(SHAPED_TERMS)}
 
 
 def state(
@@ -34,92 +34,129 @@ def state(
     return [values[name] for name in NAMES]
 
 
-def by_hand(prev: list[float], nxt: list[float], cfg: Config) -> float:
-    p = dict(zip(NAMES, prev, strict=True))
-    n = dict(zip(NAMES, nxt, strict=True))
-    z = cfg.shaping_zone_scale
-    dx, dy = n["POSITION_X"] - p["POSITION_X"], n["POSITION_Y"] - p["POSITION_Y"]
-    r = (
-        cfg.shaping_distance_coef * math.sqrt(dx * dx + dy * dy) / z
-        + cfg.shaping_hits_taken_coef * (n["HITS_TAKEN"] - p["HITS_TAKEN"])
-        + cfg.shaping_hits_coef * (n["HITCOUNT"] - p["HITCOUNT"])
-        + cfg.shaping_kills_coef * (n["KILLCOUNT"] - p["KILLCOUNT"])
-    )
-    phi = dx / z + cfg.shaping_damage_coef * (n["DAMAGE_TAKEN"] - p["DAMAGE_TAKEN"])
-    return r + cfg.shaping_alpha * phi
+def play(
+    shaper: RewardShaper, states: list[list[float]], scenario: list[float] | None = None, end: str = ""
+) -> np.ndarray:
+    """Env 0 from states[0] through the rest; `end` = "terminal" or "truncated" ends the episode on the last step.
+    Returns the terms [steps, K] (unscaled), read back from the per-episode sums step by step."""
+    shaper.reset(np.array([0]), np.array([states[0]], np.float32))
+    rewards = scenario or [0.0] * (len(states) - 1)
+    terms = []
+    for i, nxt in enumerate(states[1:]):
+        last = i == len(states) - 2
+        done = np.array([last and bool(end)])
+        before = shaper.episode_terms[0].copy()
+        arrived = np.array([nxt], np.float32)
+        # On an episode end the server already sends the next episode's first state; the ended one's as final.
+        vars_ = np.array([state(x=-999)], np.float32) if done[0] else arrived
+        shaper.step(np.array([0]), vars_, np.array([rewards[i]]), done, np.array([end == "truncated"]), arrived)
+        terms.append((shaper._finished[-1] if done[0] else shaper.episode_terms[0]) - before)
+    return np.array(terms)
 
 
-def test_each_term_matches_the_formula_written_out() -> None:
-    cfg = Config(shaping_alpha=0.7, shaping_zone_scale=50.0, shaping_damage_coef=-0.02)
+def test_each_term_follows_its_definition() -> None:
+    cfg = Config(reward_mode="shaped", shaping_alpha=0.7, shaping_zone_scale=50.0, discounting=0.9)
+    shaper = RewardShaper(NAMES, cfg, num_envs=1)
     steps = [
-        state(),
-        state(x=30, y=40),
-        state(x=30, y=40, hits=1),
-        state(x=10, y=40, hits=1, kills=1),
-        state(x=10, y=40, hits=1, kills=1, hits_taken=2, damage_taken=25),
+        state(x=10, y=10),
+        state(x=40, y=50),  # 50 units from the start: one zone of new ground
+        state(x=40, y=50, hits=1),
+        state(x=20, y=50, hits=1, kills=1),  # back towards the start: no new ground
+        state(x=20, y=50, hits=1, kills=1, hits_taken=2, damage_taken=25),
     ]
-    columns = {n: i for i, n in enumerate(NAMES)}
-    vars_ = np.array(steps, dtype=np.float32)
-    got = shaped_reward(vars_[:-1], vars_[1:], columns, ShapingWeights.from_config(cfg))
-    want = [by_hand(steps[i], steps[i + 1], cfg) for i in range(len(steps) - 1)]
-    np.testing.assert_allclose(got, want, rtol=1e-6)
-    # The travel term is the Euclidean step length: (30, 40) is 50 map units, one zone at z=50.
-    assert got[0] == pytest.approx(cfg.shaping_distance_coef * 1.0 + cfg.shaping_alpha * 30 / 50)
-    # Going back along x costs potential even though travel is paid.
-    assert got[2] < cfg.shaping_kills_coef
+    terms = play(shaper, steps)
+    z, gamma, w_d = 50.0, 0.9, cfg.shaping_damage_coef
 
+    def phi(s: list[float]) -> float:
+        return (s[NAMES.index("POSITION_X")] - 10) / z + w_d * s[NAMES.index("DAMAGE_TAKEN")]
 
-def test_seed_defaults_weight_a_hit_above_a_kill_and_penalise_hits_taken() -> None:
-    cfg = Config()
-    columns = {n: i for i, n in enumerate(NAMES)}
-    weights = ShapingWeights.from_config(cfg)
-    base = np.array([state()], dtype=np.float32)
-    hit = shaped_reward(base, np.array([state(hits=1)], dtype=np.float32), columns, weights)[0]
-    kill = shaped_reward(base, np.array([state(kills=1)], dtype=np.float32), columns, weights)[0]
-    hurt = shaped_reward(base, np.array([state(hits_taken=1, damage_taken=10)], dtype=np.float32), columns, weights)[0]
-    assert (hit, kill) == (pytest.approx(10.0), pytest.approx(1.0))
-    assert hurt == pytest.approx(-3.0 + cfg.shaping_damage_coef * 10)
-
-
-def test_shaper_tracks_each_env_separately_over_a_sequence() -> None:
-    cfg = Config()
-    shaper = RewardShaper(NAMES, cfg, num_envs=3)
-    first = np.array([state(), state(x=100), state(x=200)], dtype=np.float32)
-    shaper.reset(np.arange(3), first)
-    # Only envs 2 and 0 step, in that order: each is compared with its own previous vars.
-    nxt = np.array([state(x=210, hits=1), state(x=5)], dtype=np.float32)
-    got = shaper.step(np.array([2, 0]), nxt, np.zeros(2), np.zeros(2, dtype=bool))
-    want = [by_hand(state(x=200), state(x=210, hits=1), cfg), by_hand(state(), state(x=5), cfg)]
-    np.testing.assert_allclose(got, want, rtol=1e-6)
-    # Env 1 did not step, so its next delta is still against its reset state.
-    got1 = shaper.step(np.array([1]), np.array([state(x=150)], dtype=np.float32), np.zeros(1), np.zeros(1, bool))
-    np.testing.assert_allclose(got1, [by_hand(state(x=100), state(x=150), cfg)], rtol=1e-6)
-
-
-def test_episode_end_uses_final_vars_and_never_the_next_episodes_first_state() -> None:
-    cfg = Config()
-    shaper = RewardShaper(NAMES, cfg, num_envs=2)
-    shaper.reset(np.arange(2), np.array([state(x=500, kills=3), state(x=500, kills=3)], dtype=np.float32))
-    next_episode_first = np.array([state(), state()], dtype=np.float32)  # positions and counters jump back
-    final = np.array([state(x=520, kills=4), state(x=520, kills=4)], dtype=np.float32)
-    done = np.array([True, True])
-    with_final = shaper.step(np.array([0]), next_episode_first[:1], np.zeros(1), done[:1], final_vars=final[:1])
-    np.testing.assert_allclose(with_final, [by_hand(state(x=500, kills=3), state(x=520, kills=4), cfg)], rtol=1e-6)
-    without_final = shaper.step(np.array([1]), next_episode_first[1:], np.zeros(1), done[1:])
-    assert without_final[0] == 0.0
-    # Both envs now measure from the new episode's first state.
-    again = shaper.step(
-        np.arange(2), np.array([state(x=10), state(x=10)], dtype=np.float32), np.zeros(2), np.zeros(2, bool)
+    np.testing.assert_allclose(terms[:, TERM["travel"]], [0.5, 0, 0, 0])
+    np.testing.assert_allclose(terms[:, TERM["hits"]], [0, 10, 0, 0])
+    np.testing.assert_allclose(terms[:, TERM["kills"]], [0, 0, 1, 0])
+    np.testing.assert_allclose(terms[:, TERM["hits_taken"]], [0, 0, 0, -6])
+    np.testing.assert_allclose(
+        terms[:, TERM["potential"]], [0.7 * (gamma * phi(steps[i + 1]) - phi(steps[i])) for i in range(4)], rtol=1e-6
     )
-    np.testing.assert_allclose(again, [by_hand(state(), state(x=10), cfg)] * 2, rtol=1e-6)
+    np.testing.assert_allclose(terms[:, TERM["terminal"]], 0)
 
 
-def test_scenario_mode_passes_the_scenario_reward_through() -> None:
-    shaper = RewardShaper(["HEALTH"], Config(reward_mode="scenario"), num_envs=2)
-    got = shaper.step(np.arange(2), np.zeros((2, 1), np.float32), np.array([1.5, -100.0]), np.array([0, 1]))
-    np.testing.assert_array_equal(got, np.array([1.5, -100.0], dtype=np.float32))
+def test_oscillating_in_place_earns_no_travel_after_the_first_swing_and_loses_potential() -> None:
+    cfg = Config(reward_mode="shaped")
+    swings = [state(x=100.0 * (i % 2)) for i in range(101)]
+    terms = play(RewardShaper(NAMES, cfg, num_envs=1), swings)
+    # 50 round trips of 100 units: the farthest reach is one zone, so travel pays one zone's weight in all.
+    assert terms[:, TERM["travel"]].sum() == pytest.approx(cfg.shaping_distance_coef * 1.0)
+    assert terms[1:, TERM["travel"]].sum() == 0.0
+    # Each round trip costs (gamma - 1) * Phi: going back and forth is a net loss, never a gain.
+    assert terms[:, TERM["potential"]].sum() < 0
+
+
+def test_the_potential_terms_of_an_ended_episode_telescope_to_zero() -> None:
+    gamma = 0.95
+    cfg = Config(reward_mode="shaped", discounting=gamma)
+    rng = np.random.default_rng(0)
+    xs, damage = rng.uniform(0, 900, 40), range(0, 400, 10)
+    path = [state()] + [state(x=x, damage_taken=d) for x, d in zip(xs, damage, strict=True)]
+    terms = play(RewardShaper(NAMES, cfg, num_envs=1), path, end="terminal")
+    discounted = (gamma ** np.arange(len(terms))) * terms[:, TERM["potential"]]
+    # sum_t gamma^t (gamma Phi(s_{t+1}) - Phi(s_t)) = gamma^n Phi(terminal) - Phi(s_0) = 0 - 0.
+    assert abs(discounted.sum()) < 1e-9
+    assert np.abs(terms[:, TERM["potential"]]).max() > 1  # ... though single steps are far from zero
+
+
+def test_a_time_out_keeps_the_potential_and_pays_no_terminal_term() -> None:
+    cfg = Config(reward_mode="shaped", discounting=0.9, shaping_terminal_coef=0.1)
+    path = [state(), state(x=300)]
+    cut = play(RewardShaper(NAMES, cfg, num_envs=1), path, scenario=[-100.0], end="truncated")
+    ended = play(RewardShaper(NAMES, cfg, num_envs=1), path, scenario=[-100.0], end="terminal")
+    assert cut[0, TERM["potential"]] == pytest.approx(0.9 * 3.0)  # gamma Phi(s') with Phi(s') = 300 / 100
+    assert ended[0, TERM["potential"]] == pytest.approx(0.0)  # Phi(terminal) = 0, Phi(start) = 0
+    assert cut[0, TERM["terminal"]] == 0.0
+    assert ended[0, TERM["terminal"]] == pytest.approx(-10.0)  # the scenario's -100 for dying, weighted 0.1
+
+
+def test_envs_are_tracked_apart_and_a_new_episode_starts_from_its_own_first_state() -> None:
+    cfg = Config(reward_mode="shaped", shaping_alpha=0.0)
+    shaper = RewardShaper(NAMES, cfg, num_envs=2)
+    shaper.reset(np.arange(2), np.array([state(kills=3), state(x=500)], np.float32))
+    # Env 0 ends an episode with a kill; its next episode's first state has counters back at zero.
+    got = shaper.step(
+        np.array([0]),
+        np.array([state()], np.float32),
+        np.zeros(1),
+        np.array([True]),
+        np.array([False]),
+        np.array([state(kills=4)], np.float32),
+    )
+    assert got[0] == pytest.approx(1.0)  # the kill, measured against the ended episode's own last vars
+    got = shaper.step(
+        np.arange(2),
+        np.array([state(x=100, kills=0), state(x=500, hits=1)], np.float32),
+        np.zeros(2),
+        np.zeros(2, bool),
+        np.zeros(2, bool),
+        np.zeros((2, len(NAMES)), np.float32),
+    )
+    # Env 0: one zone of new ground from its new start (no kill: the counter restarted); env 1: one hit.
+    np.testing.assert_allclose(got, [0.5, 10.0], rtol=1e-6)
+
+
+def test_scale_and_clipping_are_applied_once_to_the_sum_and_terms_are_reported_per_episode() -> None:
+    cfg = Config(reward_mode="scenario", reward_scale=0.01, reward_clipping="abs_one")
+    shaper = RewardShaper(["HEALTH"], cfg, num_envs=2)
+    shaper.reset(np.arange(2), np.zeros((2, 1), np.float32))
+    none = np.zeros(2, bool)
+    got = shaper.step(
+        np.arange(2), np.zeros((2, 1), np.float32), np.array([50.0, -300.0]), none, none, np.zeros((2, 1))
+    )
+    np.testing.assert_allclose(got, [0.5, -1.0])
+    assert shaper.term_stats() == {"reward/scenario": None}
+    shaper.step(
+        np.arange(2), np.zeros((2, 1), np.float32), np.array([10.0, 0.0]), np.ones(2, bool), none, np.zeros((2, 1))
+    )
+    assert shaper.term_stats() == {"reward/scenario": pytest.approx((60.0 - 300.0) / 2)}
 
 
 def test_shaping_without_the_needed_variables_fails_with_the_fix() -> None:
     with pytest.raises(ValueError, match="--reward-mode=scenario"):
-        RewardShaper(["HEALTH"], Config(), num_envs=1)
+        RewardShaper(["HEALTH"], Config(reward_mode="shaped"), num_envs=1)

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from beast.config import Config
+from beast.model import build_model
+from beast.model.popart import PopArt
 
 NUM_ACTIONS = 5
 
@@ -58,6 +60,11 @@ class TinyAgent(nn.Module):
         self.core = nn.Linear(4 * hidden, hidden)
         self.policy_head = nn.Linear(hidden, num_actions)
         self.critic_head = nn.Linear(hidden, 1)
+        self.popart = PopArt(beta=cfg.popart_beta)
+
+    @property
+    def value_layer(self) -> nn.Linear:
+        return self.critic_head
 
     def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
         return (torch.zeros(batch_size, self.hidden, device=device),)
@@ -90,32 +97,22 @@ class TinyAgent(nn.Module):
         baseline = self.critic_head(core).squeeze(-1)
         if self.critic_reads_policy:
             baseline = baseline + 0.1 * logits.sum(-1)
+        baseline = self.popart.denormalize(baseline)
         sampled = torch.multinomial(F.softmax(logits.detach().flatten(0, 1), dim=-1), 1).view(T, B)
         return {"policy_logits": logits, "baseline": baseline, "action": sampled}, (h,)
 
 
-def real_model_builder() -> Callable[[Config, int], nn.Module] | None:
-    """`beast.model.build_model` when the model package has landed and imports, else None."""
-    try:
-        from beast.model import build_model  # type: ignore[attr-defined]
-    except Exception:
-        return None
-    return build_model
-
-
 @pytest.fixture
 def agent_factory() -> Callable[[Config], nn.Module]:
-    """Builds the real agent (`beast.model.build_model`) from a config; skips while it cannot be imported."""
-    build = real_model_builder()
-    if build is None:
-        pytest.skip("beast.model.build_model is not importable; learn_step is only covered by the stand-in tests")
-    return lambda cfg: build(cfg, NUM_ACTIONS)
+    """Builds the real agent (`beast.model.build_model`) from a config."""
+    return lambda cfg: build_model(cfg, NUM_ACTIONS)
 
 
 def make_batch(
     cfg: Config,
     generator: torch.Generator,
     done_slots: tuple[int, ...] = (),
+    truncated_slots: tuple[int, ...] = (),
     num_actions: int = NUM_ACTIONS,
     max_lag: int = 3,
     learner_version: int = 10,
@@ -123,8 +120,9 @@ def make_batch(
     """A synthetic `[T+1, B]` rollout in the layout of `learn_step`'s docstring.
 
     Observations, rewards and behaviour logits are random; actions are drawn from the behaviour logits (so mu is
-    the policy that acted); `done` is set at `done_slots` in every column; `last_action` follows the actions and is
-    0 after a reset; versions trail `learner_version` by 0..max_lag.
+    the policy that acted); `done` is set at `done_slots` and `truncated_slots` (time-outs) in every column;
+    `last_action` follows the actions; the enemy mask is 0/1 as the server sends it; versions trail
+    `learner_version` by 0..max_lag.
     """
     T1, B = cfg.unroll_length + 1, cfg.batch_size
 
@@ -134,19 +132,20 @@ def make_batch(
     logits = 1.5 * torch.randn(T1, B, num_actions, generator=generator)
     actions = torch.multinomial(F.softmax(logits.flatten(0, 1), dim=-1), 1, generator=generator).view(T1, B)
     done = torch.zeros(T1, B, dtype=torch.bool)
-    for slot in done_slots:
-        done[slot] = True
+    truncated = torch.zeros(T1, B, dtype=torch.bool)
+    done[list(done_slots) + list(truncated_slots)] = True
+    truncated[list(truncated_slots)] = True
     last_action = torch.zeros(T1, B, dtype=torch.int64)
     last_action[0] = torch.randint(0, num_actions, (B,), generator=generator)
     last_action[1:] = actions[:-1]
-    last_action[done] = 0
     return {
         "rgb": uint8(3, 64, 64),
         "depth": uint8(1, 64, 64),
-        "enemy": (uint8(1, 64, 64) > 200).to(torch.uint8) * 255,
+        "enemy": (uint8(1, 64, 64) > 200).to(torch.uint8),
         "audio": torch.randint(-3000, 3000, (T1, B, 2, 1024), generator=generator, dtype=torch.int16),
         "reward": torch.randn(T1, B, generator=generator),
         "done": done,
+        "truncated": truncated,
         "last_action": last_action,
         "action": actions,
         "policy_logits": logits,

@@ -4,6 +4,7 @@ and reports what the batch and config say."""
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from collections.abc import Callable
 
@@ -76,7 +77,7 @@ def test_stats_report_what_the_batch_and_the_model_say(agent_factory, make_confi
     log_pi = torch.log_softmax(outputs["policy_logits"][:T], -1).gather(-1, actions)
     assert stats["log_pi_mean"] == pytest.approx(log_pi.mean().item(), rel=1e-4)
     assert stats["values_mean"] == pytest.approx(outputs["baseline"][:T].mean().item(), rel=1e-4, abs=1e-6)
-    assert stats["reward_mean"] == pytest.approx(batch["reward"][1:].clamp(-1, 1).mean().item(), rel=1e-5)
+    assert stats["reward_mean"] == pytest.approx(batch["reward"][1:].mean().item(), rel=1e-5)
     assert stats["done_frac"] == pytest.approx(2 / T)
     assert stats["learning_rate"] == pytest.approx(cfg.learning_rate)
     assert optimizer.param_groups[0]["lr"] < cfg.learning_rate  # the scheduler was stepped
@@ -105,14 +106,16 @@ def surrogate(
         loss = (
             losses.policy_gradient_loss(log_pi, fixed.pg_advantages)
             + cfg.baseline_cost * losses.baseline_loss(fixed.vs, steps["values"])
-            + cfg.entropy_cost * losses.entropy_loss(steps["target_logits"])
+            + cfg.entropy_cost * losses.EXPLORATION_LOSSES[cfg.exploration_loss](steps["target_logits"])
         )
     return loss.item(), fixed
 
 
 def test_repeated_steps_lower_the_loss_and_change_every_block(agent_factory, make_config, make_rollout) -> None:
+    # Without PopArt, so the objective of each step is the one written out in `surrogate` (with PopArt it is the
+    # same in normalised units: test_popart_* below).
     cfg, model, optimizer, batch, state = setup(
-        agent_factory, make_config, make_rollout, optimizer="adam", learning_rate=1e-4
+        agent_factory, make_config, make_rollout, optimizer="adam", learning_rate=1e-4, popart=False
     )
     start = snapshot(model)
     baseline_losses = []
@@ -124,8 +127,9 @@ def test_repeated_steps_lower_the_loss_and_change_every_block(agent_factory, mak
         after, _ = surrogate(model, batch, state, cfg, targets)
         assert after < before, (version, before, after)
         baseline_losses.append(stats["baseline_loss"])
-    # Over repeated steps the critic fits the (moving) V-trace targets.
-    assert baseline_losses[-1] < 0.7 * baseline_losses[0], baseline_losses
+    # Over repeated steps the critic fits the (moving) V-trace targets of random rewards, steadily.
+    assert all(b < a for a, b in itertools.pairwise(baseline_losses)), baseline_losses
+    assert baseline_losses[-1] < 0.95 * baseline_losses[0], baseline_losses
     for name, params in model.parameter_groups().items():
         assert changed(start[name], params), f"{name} did not change"
 
@@ -220,19 +224,19 @@ def test_losses_of_a_fragment_with_a_reset_are_the_sum_over_its_episodes(
     agent_factory, make_config, make_rollout
 ) -> None:
     k = 3
-    cfg, model, _, batch, _ = setup(agent_factory, make_config, make_rollout, done_slots=(k,))
+    cfg, model, _, batch, _ = setup(agent_factory, make_config, make_rollout, done_slots=(k,), popart=False)
     state = random_state(model, cfg.batch_size)
     frozen = torch.optim.SGD(model.parameters(), lr=0.0)  # measure the losses without moving the weights
     prefix = {key: value[: k + 1] for key, value in batch.items()}  # slot k closes the first episode
     suffix = {key: value[k:] for key, value in batch.items()}
     full = learn_step(model, frozen, batch, state, cfg)
-    first = learn_step(model, frozen, prefix, state, make_config(unroll_length=k))
+    first = learn_step(model, frozen, prefix, state, make_config(unroll_length=k, popart=False))
     second = learn_step(
         model,
         frozen,
         suffix,
         model.initial_state(cfg.batch_size, "cpu"),
-        make_config(unroll_length=cfg.unroll_length - k),
+        make_config(unroll_length=cfg.unroll_length - k, popart=False),
     )
     for key in ("pg_loss", "baseline_loss", "entropy_loss", "total_loss"):
         assert full[key] == pytest.approx(first[key] + second[key], rel=1e-4, abs=1e-5), key
@@ -240,25 +244,38 @@ def test_losses_of_a_fragment_with_a_reset_are_the_sum_over_its_episodes(
 
 def test_split_rollout_aligns_rewards_discounts_and_actions(make_config, make_rollout) -> None:
     T = 5
-    # (clipping, scale, the reward V-trace sees): scaling comes before clipping.
-    for clipping, scale, reward in (
-        ("abs_one", 1.0, 1.0),
-        ("none", 1.0, 5.0),
-        ("none", 0.1, 0.5),
-        ("abs_one", 0.1, 0.5),
-    ):
-        cfg = make_config(unroll_length=T, batch_size=1, discounting=0.9, reward_clipping=clipping, reward_scale=scale)
-        batch = make_rollout(cfg, torch.Generator().manual_seed(2))
-        batch["reward"].zero_()
-        batch["reward"][3] = 5.0  # received on arriving at slot 3: the reward of the action at slot 2
-        batch["done"][1] = True  # slot 1 begins an episode: step 0 is the last of the previous one
-        # On-policy with a zero critic: the target logits at each slot are the behaviour logits of that slot.
-        outputs = {"policy_logits": batch["policy_logits"].clone(), "baseline": torch.zeros(T + 1, 1)}
-        vt = compute_vtrace(split_rollout(batch, outputs, cfg), cfg)
-        torch.testing.assert_close(vt.log_rhos, torch.zeros(T, 1))
-        # Step 2 earns the reward, step 1 sees it discounted once, step 0 is cut off by the episode boundary.
-        expected = torch.tensor([[0.0], [0.9 * reward], [reward], [0.0], [0.0]])
-        torch.testing.assert_close(vt.vs, expected)
+    cfg = make_config(unroll_length=T, batch_size=1, discounting=0.9, vtrace_lambda=1.0)
+    batch = make_rollout(cfg, torch.Generator().manual_seed(2), done_slots=(1,))
+    batch["reward"].zero_()
+    batch["reward"][3] = 5.0  # received on arriving at slot 3: the reward of the action at slot 2
+    # slot 1 begins an episode: step 0 is the last of the previous one.
+    # On-policy with a zero critic: the target logits at each slot are the behaviour logits of that slot.
+    outputs = {"policy_logits": batch["policy_logits"].clone(), "baseline": torch.zeros(T + 1, 1)}
+    vt = compute_vtrace(split_rollout(batch, outputs, cfg), cfg)
+    torch.testing.assert_close(vt.log_rhos, torch.zeros(T, 1))
+    # The reward arrives as the runtime wrote it (already scaled): step 2 earns it, step 1 sees it discounted once,
+    # step 0 is cut off by the episode boundary.
+    torch.testing.assert_close(vt.vs, torch.tensor([[0.0], [4.5], [5.0], [0.0], [0.0]]))
+
+
+@pytest.mark.parametrize("ending", ["terminal", "truncated"])
+def test_a_time_out_bootstraps_from_the_value_and_a_termination_does_not(make_config, make_rollout, ending) -> None:
+    T, gamma = 4, 0.9
+    cfg = make_config(unroll_length=T, batch_size=1, discounting=gamma, vtrace_lambda=1.0)
+    slots = {"done_slots": (2,)} if ending == "terminal" else {"truncated_slots": (2,)}
+    batch = make_rollout(cfg, torch.Generator().manual_seed(3), **slots)
+    batch["reward"].zero_()
+    batch["reward"][2] = 1.0  # the last reward of the episode that ends on arriving at slot 2
+    values = torch.tensor([[3.0], [7.0], [11.0], [13.0], [17.0]])  # V at slots 0..T
+    outputs = {"policy_logits": batch["policy_logits"].clone(), "baseline": values}
+    vt = compute_vtrace(split_rollout(batch, outputs, cfg), cfg)
+    # Step 1 ends the episode: a death ends its return there; a time-out goes on as gamma V of the state it was
+    # cut in (V(x_1) = 7, the last state the rollout holds of that episode), never into the next episode.
+    last = 1.0 + (gamma * 7.0 if ending == "truncated" else 0.0)
+    torch.testing.assert_close(vt.vs[1], torch.tensor([last]))
+    torch.testing.assert_close(vt.vs[0], torch.tensor([gamma * last]))
+    # The next episode bootstraps from its own values only.
+    torch.testing.assert_close(vt.vs[3], torch.tensor([gamma * 17.0]))
 
 
 def test_batch_without_a_required_key_is_refused(agent_factory, make_config, make_rollout) -> None:

@@ -1,4 +1,4 @@
-"""The three losses and reward clipping, checked against their definitions and their gradients."""
+"""The three losses, checked against their definitions and their gradients."""
 
 from __future__ import annotations
 
@@ -8,16 +8,6 @@ import pytest
 import torch
 
 from beast.learn import losses
-
-
-def test_reward_clipping_modes() -> None:
-    rewards = torch.tensor([-7.0, -1.0, -0.25, 0.0, 0.5, 1.0, 12.0])
-    torch.testing.assert_close(
-        losses.clip_rewards(rewards, "abs_one"), torch.tensor([-1.0, -1.0, -0.25, 0.0, 0.5, 1.0, 1.0])
-    )
-    torch.testing.assert_close(losses.clip_rewards(rewards, "none"), rewards)
-    with pytest.raises(ValueError, match="abs_one"):
-        losses.clip_rewards(rewards, "sign")
 
 
 def test_policy_gradient_loss_is_advantage_weighted_log_likelihood() -> None:
@@ -60,3 +50,20 @@ def test_entropy_loss_is_negative_entropy_and_descent_raises_entropy() -> None:
     loss.backward()
     stepped = logits.detach() - 0.01 * logits.grad
     assert -losses.entropy_loss(stepped).item() > entropy.item()
+
+
+def test_symmetric_kl_to_uniform_is_both_kls_and_pulls_harder_as_the_policy_collapses() -> None:
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(4, 3, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+    loss = losses.symmetric_kl_to_uniform_loss(logits)
+    pi = torch.softmax(logits, -1)
+    u = torch.full_like(pi, 1 / 6)
+    both = (pi * (pi.log() - u.log())).sum() + (u * (u.log() - pi.log())).sum()
+    torch.testing.assert_close(loss, both)
+    # Near-deterministic policies: the entropy's gradient fades, the symmetric KL's does not.
+    sharp = torch.tensor([[[12.0, 0.0, 0.0, 0.0]]], dtype=torch.float64, requires_grad=True)
+    (entropy_grad,) = torch.autograd.grad(losses.entropy_loss(sharp), sharp)
+    (kl_grad,) = torch.autograd.grad(losses.symmetric_kl_to_uniform_loss(sharp), sharp)
+    assert entropy_grad.abs().max() < 1e-3
+    assert kl_grad.abs().max() > 0.5
+    assert set(losses.EXPLORATION_LOSSES) == {"entropy", "symmetric_kl"}

@@ -21,7 +21,9 @@ def params() -> list[torch.nn.Parameter]:
 
 
 def test_rmsprop_takes_the_papers_settings_from_the_config() -> None:
-    cfg = config_with(learning_rate=1e-3, rmsprop_alpha=0.9, rmsprop_eps=0.05, rmsprop_momentum=0.1)
+    cfg = config_with(
+        optimizer="rmsprop", learning_rate=1e-3, rmsprop_alpha=0.9, rmsprop_eps=0.05, rmsprop_momentum=0.1
+    )
     opt = build_optimizer(params(), cfg)
     assert isinstance(opt, torch.optim.RMSprop)
     group = opt.param_groups[0]

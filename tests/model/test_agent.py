@@ -62,8 +62,8 @@ def test_extra_input_keys_are_ignored(make_config, make_inputs, gen, num_actions
 def test_train_samples_and_eval_takes_argmax(make_config, make_inputs, gen, num_actions) -> None:
     model = make_model(make_config, num_actions)
     with torch.no_grad():  # a uniform policy: sampling must spread, argmax must stay put
-        model.policy_head[2].weight.zero_()
-        model.policy_head[2].bias.copy_(torch.tensor([0.0, 0.0, 0.0, 0.0, 1e-6]))
+        model.policy_head[-1].weight.zero_()
+        model.policy_head[-1].bias.copy_(torch.tensor([0.0, 0.0, 0.0, 0.0, 1e-6]))
     inputs = make_inputs(1, 64, gen)
     state = model.initial_state(64, "cpu")
     model.eval()
@@ -77,13 +77,13 @@ def test_train_samples_and_eval_takes_argmax(make_config, make_inputs, gen, num_
 def test_logit_lower_bound_clamps_inside_the_model(make_config, make_inputs, gen, num_actions) -> None:
     model = make_model(make_config, num_actions, logit_lower_bound=-2.0)
     with torch.no_grad():
-        model.policy_head[2].bias.copy_(torch.tensor([-50.0, 0.0, 0.0, 0.0, 0.0]))
+        model.policy_head[-1].bias.copy_(torch.tensor([-50.0, 0.0, 0.0, 0.0, 0.0]))
     out, _ = model(make_inputs(2, 3, gen), model.initial_state(3, "cpu"))
     logits = out["policy_logits"]
     assert torch.all(logits[..., 0] == -2.0)
     assert torch.all(logits >= -2.0)
     logits.sum().backward()
-    bias_grad = model.policy_head[2].bias.grad
+    bias_grad = model.policy_head[-1].bias.grad
     assert bias_grad is not None
     assert bias_grad[0] == 0 and torch.all(bias_grad[1:] != 0)  # no gradient where clamped, full elsewhere
 
@@ -149,3 +149,25 @@ def test_no_nan_on_all_zero_or_extreme_inputs(core: str, make_config, make_input
         assert torch.isfinite(out["policy_logits"]).all() and torch.isfinite(out["baseline"]).all()
         assert all(torch.isfinite(s).all() for s in state)
         assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_an_episode_start_reads_the_start_token_and_no_reward(make_config, make_inputs, gen, num_actions) -> None:
+    model = build_model(make_config(core="none"), num_actions).eval()
+    T, B = 3, 4
+    inputs = make_inputs(T, B, gen)
+    inputs["done"] = torch.tensor([[True] * B, [False] * B, [True] * B])
+    other = dict(inputs)
+    other["last_action"] = (inputs["last_action"] + 1) % num_actions
+    other["reward"] = inputs["reward"] + 0.5
+    state = model.initial_state(B, "cpu")
+    a, _ = model(inputs, state)
+    b, _ = model(other, state)
+    starts = inputs["done"]
+    # Where an episode starts, the previous action and reward (the last episode's) are not seen...
+    torch.testing.assert_close(a["policy_logits"][starts], b["policy_logits"][starts])
+    # ...elsewhere they are, and the start token is not action 0.
+    assert not torch.allclose(a["policy_logits"][~starts], b["policy_logits"][~starts])
+    zero = dict(inputs, done=torch.zeros(T, B, dtype=torch.bool), last_action=torch.zeros(T, B, dtype=torch.int64))
+    zero["reward"] = torch.zeros(T, B)
+    c, _ = model(zero, state)
+    assert not torch.allclose(a["policy_logits"][starts], c["policy_logits"][starts])

@@ -121,16 +121,15 @@ def test_done_resets_the_env_state(small_cfg, env_set, batcher_factory) -> None:
     noisy = tuple(s.clone() for s in batcher.state)
     batcher.step([arrival(first, [0, 1], done=True)])
     after_done = tuple(s.clone() for s in batcher.state)
-    # Recorded as an episode start: done set, the last action 0 whatever the env did before.
+    # Recorded as an episode start.
     recorded = batcher.buffer[[0, 1]].copy()
-    storage = batcher.pool.storage
-    assert storage["done"][0, recorded].all()
-    assert torch.equal(storage["last_action"][0, recorded], torch.zeros(2, dtype=torch.int64))
-    # Same observations, but from a zero state: an episode start must not see the previous episode's state.
+    assert batcher.pool.storage["done"][0, recorded].all()
+    # Same observations, from a zero state and another last action: an episode start must see neither the
+    # previous episode's state nor its last action.
     for s in batcher.state:
         s.zero_()
-    batcher.last_action[:] = 0  # the same inputs as the done step, which sees last action 0
-    batcher.step([arrival(first, [0, 1], done=False)])
+    batcher.last_action[:] = 1
+    batcher.step([arrival(first, [0, 1], done=True)])
     for a, z in zip(after_done, batcher.state, strict=True):
         torch.testing.assert_close(a, z, atol=1e-5, rtol=1e-5)
     # And without done, the old state does matter (otherwise this test pins nothing).

@@ -56,6 +56,7 @@ def random_batch(seed: int) -> dict[str, torch.Tensor]:
         "last_action": torch.randint(0, NUM_ACTIONS, (S, B), generator=g),
         "reward": torch.randn(S, B, generator=g),
         "done": torch.rand(S, B, generator=g) < 0.2,
+        "truncated": torch.zeros(S, B, dtype=torch.bool),
         "action": torch.randint(0, NUM_ACTIONS, (S, B), generator=g),
         "policy_logits": torch.randn(S, B, NUM_ACTIONS, generator=g),
         "policy_version": torch.zeros(S, B, dtype=torch.int64),
