@@ -222,7 +222,7 @@ class Trainer:
                 weights,
                 num_actions,
                 self.run_path,
-                report=lambda counters, stats: logger.log(counters, self._after_evaluation(stats)),
+                report=lambda stats: logger.log(self.counters(), self._after_evaluation(stats)),
                 stop=self.stop,
                 frames=learner.frames,
                 best_return=best_return(self.run_path) if payload is not None else -math.inf,
@@ -233,7 +233,10 @@ class Trainer:
                 self._watch(meter, logger, view)
             finally:
                 if learner.finished.is_set():
-                    self.evaluator.join(JOIN_TIMEOUT_S)  # the budget is spent: let a started evaluation finish
+                    # The budget is spent: an evaluation under way, or one due since the last tick, finishes first.
+                    self.evaluator.join(JOIN_TIMEOUT_S)
+                    self.evaluator.maybe_start(self.counters())
+                    self.evaluator.join(JOIN_TIMEOUT_S)
                 self.stop.set()
                 for t in threads:
                     t.join(JOIN_TIMEOUT_S)

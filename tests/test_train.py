@@ -115,6 +115,9 @@ def test_short_run_writes_checkpoint_and_logs_and_resume_continues(tmp_path: Pat
     evaluated = [r for r in rows if r.get("eval/greedy/mean_return", "") != ""]
     assert evaluated, f"no evaluation logged; output:\n{out}"
     assert all(r["eval/sample/mean_return"] != "" for r in evaluated)
+    # Logged when it ends, on that moment's counters, naming the weights it played: logs.csv stays in frame order.
+    assert all(2 * FRAMES_PER_STEP <= float(r["eval/frames"]) <= float(r["frames"]) for r in evaluated)
+    assert [float(r["frames"]) for r in rows] == sorted(float(r["frames"]) for r in rows)
     assert all(-400 < float(r["eval/greedy/mean_return"]) < 110 for r in evaluated)  # basic's possible returns
     best = load_checkpoint(run / BEST_CHECKPOINT_NAME)
     assert best["optimizer"] is None and best["counters"]["frames"] >= 2 * FRAMES_PER_STEP

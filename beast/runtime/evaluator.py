@@ -30,7 +30,9 @@ EVAL_SEED_OFFSET = 1_000_003  # eval games' seeds: cfg.seed + this, far from eve
 POLICIES = ("greedy", "sample")
 STATS = ("mean_return", "std_return", "mean_length", "mean_kills", "reached_goal_rate")
 
-Report = Callable[[dict[str, int], dict[str, float | None]], None]
+# Receives an evaluation's statistics; `eval/frames` says which weights (the learner's frames when they were
+# copied). The caller logs them with its counters of the moment, so logs.csv stays in frame order.
+Report = Callable[[dict[str, float | None]], None]
 
 
 class PeriodicEvaluator:
@@ -92,6 +94,7 @@ class PeriodicEvaluator:
             return  # cut short: its figures are not comparable with the others
         self.evaluations += 1
         stats["eval/evaluations"] = float(self.evaluations)
+        stats["eval/frames"] = float(counters["frames"])
         greedy = stats["eval/greedy/mean_return"]
         if greedy is not None and greedy > self.best_return:
             self.best_return = greedy
@@ -105,7 +108,7 @@ class PeriodicEvaluator:
                 cfg=self.cfg,
                 num_actions=self.num_actions,
             )
-        self.report(counters, stats)
+        self.report(stats)
 
     def evaluate(self) -> dict[str, float | None]:
         """`eval_episodes` greedy and as many sampled episodes of the copied weights: `eval/<policy>/<stat>`."""
