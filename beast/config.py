@@ -8,9 +8,14 @@ here too, so an inconsistent combination is rejected before any process or threa
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+# The file in SAVEDIR/XPID holding a run's settings: written when a run starts, read back by `--resume`.
+CONFIG_NAME = "config.json"
 
 
 class ConfigError(ValueError):
@@ -28,6 +33,27 @@ def setting(default: Any, help: str, choices: tuple[str, ...] | None = None) -> 
 def flag_name(field_name: str) -> str:
     """The command-line spelling of a field: `envs_per_server` -> `--envs-per-server`."""
     return "--" + field_name.replace("_", "-")
+
+
+_SECTION_BANNER = re.compile(r"^\s*# --- (\w[\w ]*\w) -+$")
+_FIELD_LINE = re.compile(r"^    (\w+): ")
+
+
+def config_sections() -> dict[str, list[str]]:
+    """The fields of `Config` under each of its `# --- name ---` banners, in order: `--help` groups its flags by
+    them, so the class's own layout is the one place a setting's section is written."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    names = {f.name for f in dataclasses.fields(Config)}
+    for line in inspect.getsource(Config).splitlines():
+        banner, field_line = _SECTION_BANNER.match(line), _FIELD_LINE.match(line)
+        if banner:
+            current = sections.setdefault(banner.group(1), [])
+        elif field_line and field_line.group(1) in names:
+            if current is None:
+                raise ConfigError(f"Config.{field_line.group(1)} comes before the first section banner.")
+            current.append(field_line.group(1))
+    return sections
 
 
 @dataclass
@@ -61,6 +87,9 @@ class Config:
     envserver_binary: str = setting("envserver/build/beast-envserver", "Path of the C++ env server binary.")
     envserver_idle_timeout_s: float = setting(
         30.0, "An env server exits after this many seconds without a message from its client."
+    )
+    envserver_startup_timeout_s: float = setting(
+        180.0, "A local env server that has not started its games after this many seconds has failed to start."
     )
     num_servers: int = setting(1, "Local env server processes the trainer starts and supervises.")
     envs_per_server: int = setting(8, "ViZDoom games hosted by each local env server.")
@@ -178,7 +207,6 @@ class Config:
     checkpoint_interval_min: float = setting(10.0, "Minutes between checkpoints (one is always written at the end).")
     log_interval_s: float = setting(5.0, "Seconds between progress lines and log rows.")
     resume: bool = setting(False, "Continue SAVEDIR/XPID from its latest checkpoint, counters included.")
-    checkpoint: str = setting("", "Checkpoint file for --mode=test; empty: the latest in SAVEDIR/XPID.")
     eval_interval_frames: int = setting(
         1_000_000,
         "During training, evaluate the latest weights every N frames on envs of their own (0 disables); the best "
@@ -191,12 +219,17 @@ class Config:
     )
     eval_episodes: int = setting(10, "Episodes per policy (greedy and sampled) of each evaluation during training.")
     eval_envs: int = setting(5, "Games of the evaluation env server during training (episodes are shared out).")
+
+    # --- test and plot ---------------------------------------------------------------------------------------
+    checkpoint: str = setting("", "Checkpoint file for --mode=test; empty: the latest in SAVEDIR/XPID.")
     episodes: int = setting(10, "Episodes to play in --mode=test.")
     eval_policy: str = setting(
-        "greedy", "How --mode=test acts: greedy (argmax) or sample (from the policy).", choices=("greedy", "sample")
+        "greedy",
+        "How --mode=test acts: greedy (argmax) or sample (from the policy); random: uniform random actions, the "
+        "reference a trained agent is compared with (no checkpoint; the flags and the scenario's spec set the game).",
+        choices=("greedy", "sample", "random"),
     )
     record_gif: bool = setting(False, "In --mode=test, write a GIF of the first episode (RGB | depth | enemy mask).")
-
     plot_reference: str = setting(
         "",
         "With --mode=plot: a reference curve file (lines 'M min F frames R', e.g. Sample Factory's) to draw against "
@@ -216,6 +249,7 @@ class Config:
                 raise ConfigError(f"{flag_name(f.name)}={value!r} is not one of {', '.join(choices)}.")
         positive = (
             "frame_skip",
+            "envserver_startup_timeout_s",
             "num_servers",
             "envs_per_server",
             "d_model",

@@ -9,7 +9,8 @@ discount and shaping weights, since the model reads the previous step's training
 flags decide the rest: --device, --mamba-backend, --seed, --episodes, --eval-policy, --record-gif, --json and the
 env server binary. The scenario is the checkpoint's unless --scenario
 names another one than the default (`Config.scenario`), which is how a policy is tried on a related scenario with
-the same buttons.
+the same buttons. `--eval-policy random` plays uniform random actions instead, with no checkpoint: the reference a
+trained agent is compared with, on the game the flags (and the scenario's spec) describe.
 
 Per episode (docs/usage.md, "eval.json"): `return` is the scenario's own reward sum (`episode_return` from the
 server, whatever --reward-mode trained the agent), `length` is in agent steps, `kills` is KILLCOUNT at the end,
@@ -40,6 +41,7 @@ from beast.envs import EnvClient, EnvServer, EnvServerError, EnvServerStartError
 from beast.envs.scenarios import ScenarioError
 from beast.envs.shaping import RewardShaper
 from beast.model import build_model
+from beast.runtime.acting import OBS_KEYS, model_inputs, reached_goal, transition
 from beast.runtime.checkpoint import MODEL_FIELDS, CheckpointError, latest_checkpoint, load_checkpoint
 
 EVAL_NAME = "eval.json"
@@ -57,7 +59,6 @@ ENV_FIELDS_FROM_CHECKPOINT = (
     "doom_skill",
     *(f.name for f in dataclasses.fields(Config) if f.name.startswith("shaping_")),
 )
-OBS_KEYS = ("rgb", "depth", "enemy", "audio")
 
 
 def evaluate_policy(
@@ -90,11 +91,10 @@ def evaluate_policy(
     shaper = RewardShaper(info.var_names, cfg, K)
     all_envs = np.arange(K)
 
+    device = torch.device(device)
     obs = client.reset()
-    shaper.reset(all_envs, obs["vars"])
-    reward = np.zeros(K, np.float32)
-    done = np.ones(K, bool)  # the first slot of every env begins an episode
-    last_action = np.zeros(K, np.int64)  # the model reads its start token where `done`
+    done, _, reward = transition(shaper, all_envs, obs, reset=True)
+    last_action = np.zeros(K, np.int64)
     training_return = np.zeros(K, np.float64)
     state = model.initial_state(K, device)  # type: ignore[operator]
     played: list[list[dict[str, Any]]] = [[] for _ in range(K)]
@@ -104,10 +104,7 @@ def evaluate_policy(
     while any(len(played[i]) < quota[i] for i in range(K)):
         if (max_steps is not None and steps >= max_steps) or (stop is not None and stop.is_set()):
             break
-        inputs = {key: torch.from_numpy(np.array(obs[key]))[None].to(device) for key in OBS_KEYS}
-        inputs["last_action"] = torch.from_numpy(last_action)[None].to(device)
-        inputs["reward"] = torch.from_numpy(reward)[None].to(device)
-        inputs["done"] = torch.from_numpy(done)[None].to(device)
+        inputs = model_inputs({key: np.array(obs[key]) for key in OBS_KEYS}, done, reward, last_action, device)
         with torch.no_grad():
             outputs, state = model(inputs, state)
         action = outputs["action"][0].to("cpu", torch.int64).numpy()
@@ -125,8 +122,7 @@ def evaluate_policy(
 
         obs = client.step(action.astype(np.int32))
         steps += 1
-        done = obs["done"].astype(bool)
-        reward = shaper.step(all_envs, obs["vars"], obs["reward"], done, obs["truncated"], obs["final_vars"])
+        done, _, reward = transition(shaper, all_envs, obs)
         training_return += reward
         last_action = action
         running_return += float(obs["reward"][0])
@@ -149,17 +145,17 @@ def _episode_record(
     obs: dict[str, np.ndarray], i: int, columns: dict[str, int], training_return: float
 ) -> dict[str, Any]:
     final = obs["final_vars"][i]
-    health = float(final[columns["HEALTH"]]) if "HEALTH" in columns else None
-    truncated, crashed = bool(obs["truncated"][i]), bool(obs["crashed"][i])
+    truncated, crashed = obs["truncated"][i : i + 1], obs["crashed"][i : i + 1]
+    goal = None if "HEALTH" not in columns else bool(reached_goal(truncated, crashed, final[[columns["HEALTH"]]])[0])
     return {
         "episode": -1,
         "env": int(i),
         "return": float(obs["episode_return"][i]),
         "length": int(obs["episode_length"][i]),
         "kills": int(final[columns["KILLCOUNT"]]) if "KILLCOUNT" in columns else None,
-        "reached_goal": None if health is None else (not truncated and not crashed and health > 0),
-        "truncated": truncated,
-        "crashed": crashed,
+        "reached_goal": goal,
+        "truncated": bool(truncated[0]),
+        "crashed": bool(crashed[0]),
         "training_return": training_return,
     }
 
@@ -216,48 +212,60 @@ def _is_model_field(name: str) -> bool:
     return name in MODEL_FIELDS or name == "logit_lower_bound"  # the bound changes the policy's logits
 
 
+class UniformRandomAgent(nn.Module):
+    """Uniform random actions with the model's interface: the baseline of `--eval-policy random`."""
+
+    def __init__(self, num_actions: int) -> None:
+        super().__init__()
+        self.num_actions = num_actions
+
+    def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
+        return ()
+
+    def forward(
+        self, inputs: dict[str, torch.Tensor], state: tuple[torch.Tensor, ...]
+    ) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
+        T, B = inputs["done"].shape
+        return {"action": torch.randint(self.num_actions, (T, B), device=inputs["done"].device)}, state
+
+
 def main(cfg: Config) -> int:
-    path = find_checkpoint(cfg)
-    try:
-        ckpt = load_checkpoint(path)
-    except CheckpointError as err:
-        fail(str(err))
-    run_cfg = eval_config(cfg, ckpt["config"])
+    random_policy = cfg.eval_policy == "random"
+    if random_policy:
+        path, ckpt, run_cfg = None, None, cfg
+    else:
+        path = find_checkpoint(cfg)
+        try:
+            ckpt = load_checkpoint(path)
+        except CheckpointError as err:
+            fail(str(err))
+        run_cfg = eval_config(cfg, ckpt["config"])
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
-    model = build_model(run_cfg, ckpt["num_actions"])
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as err:
-        fail(f"{path}: its weights do not fit the model its config describes ({str(err).splitlines()[0]}).")
-    model.to(device).train(cfg.eval_policy == "sample")  # train(): the model samples its actions, eval(): argmax
 
     frames: list[np.ndarray] | None = [] if cfg.record_gif else None
     server = EnvServer.from_config(dataclasses.replace(run_cfg, envs_per_server=1), index=0)
     try:
         with server, EnvClient(server.address) as client:
-            if client.info.num_actions != ckpt["num_actions"]:
-                fail(
-                    f"the checkpoint's policy has {ckpt['num_actions']} actions but scenario {run_cfg.scenario!r} "
-                    f"has {client.info.num_actions}; pass --scenario of the scenario it was trained on "
-                    f"({Config.from_dict(ckpt['config']).scenario})."
-                )
+            model = _agent(client.info.num_actions, ckpt, run_cfg, path)
+            model.to(device).train(cfg.eval_policy == "sample")  # train(): the model samples, eval(): argmax
             episodes = evaluate_policy(
                 model, client, cfg.episodes, cfg=run_cfg, device=device, frames_out=frames, on_episode=_progress(cfg)
             )
     except (EnvServerStartError, ScenarioError, EnvServerError, EnvServerTimeoutError) as err:
         fail(str(err))
 
-    out_dir = path.parent
+    out_dir = path.parent if path is not None else (Path(cfg.savedir).expanduser() / cfg.xpid if cfg.xpid else None)
     gif_path = None
-    if frames:
+    if frames and out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
         gif_path = out_dir / GIF_NAME
         gif.write_gif(gif_path, frames, fps=ENGINE_FPS / run_cfg.frame_skip)
     report = {
-        "checkpoint": str(path),
-        "counters": ckpt["counters"],
+        "checkpoint": None if path is None else str(path),
+        "counters": {} if ckpt is None else ckpt["counters"],
         "scenario": run_cfg.scenario,
         "seed": cfg.seed,
         "policy": cfg.eval_policy,
@@ -266,12 +274,34 @@ def main(cfg: Config) -> int:
         "episodes": episodes,
         "gif": None if gif_path is None else str(gif_path),
     }
-    (out_dir / EVAL_NAME).write_text(json.dumps(report, indent=2) + "\n")
+    eval_path = None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        eval_path = out_dir / EVAL_NAME
+        eval_path.write_text(json.dumps(report, indent=2) + "\n")
     if cfg.json:
         print(json.dumps(report, indent=2))
     else:
-        _print_table(report, out_dir / EVAL_NAME)
+        _print_table(report, eval_path)
     return 0
+
+
+def _agent(num_actions: int, ckpt: dict[str, Any] | None, run_cfg: Config, path: Path | None) -> nn.Module:
+    """The checkpoint's model with its weights, or the uniform random agent when there is no checkpoint."""
+    if ckpt is None:
+        return UniformRandomAgent(num_actions)
+    if num_actions != ckpt["num_actions"]:
+        fail(
+            f"the checkpoint's policy has {ckpt['num_actions']} actions but scenario {run_cfg.scenario!r} "
+            f"has {num_actions}; pass --scenario of the scenario it was trained on "
+            f"({Config.from_dict(ckpt['config']).scenario})."
+        )
+    model = build_model(run_cfg, ckpt["num_actions"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        fail(f"{path}: its weights do not fit the model its config describes ({str(err).splitlines()[0]}).")
+    return model
 
 
 def _progress(cfg: Config) -> Callable[[dict[str, Any]], None] | None:
@@ -284,7 +314,7 @@ def _progress(cfg: Config) -> Callable[[dict[str, Any]], None] | None:
     )
 
 
-def _print_table(report: dict[str, Any], eval_path: Path) -> None:
+def _print_table(report: dict[str, Any], eval_path: Path | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -297,7 +327,8 @@ def _print_table(report: dict[str, Any], eval_path: Path) -> None:
 
     counters = report["counters"]
     frames = counters.get("frames", "?")
-    title = f"{report['scenario']} · {report['checkpoint']} · {frames} frames · seed {report['seed']}"
+    source = report["checkpoint"] or "uniform random actions"
+    title = f"{report['scenario']} · {source} · {frames} frames · seed {report['seed']}"
     table = Table(title=title)
     for name in ("episode", "return", "length", "kills", "reached goal"):
         table.add_column(name, justify="right")
@@ -316,4 +347,5 @@ def _print_table(report: dict[str, Any], eval_path: Path) -> None:
     )
     console = Console()
     console.print(table)
-    console.print(f"wrote {eval_path}" + (f" and {report['gif']}" if report["gif"] else ""), highlight=False)
+    if eval_path is not None:
+        console.print(f"wrote {eval_path}" + (f" and {report['gif']}" if report["gif"] else ""), highlight=False)

@@ -5,10 +5,11 @@ mode prints at most one line every `--log-interval-s` (and a last one on exit), 
 stays readable. Early in training most figures do not exist yet (no finished episode, no learner step): every
 value may be missing or None and is shown as "-"; `update` never raises on a snapshot's contents.
 
-Snapshot keys (all optional): frames, steps, learner_steps, env_fps, inference_fps, learner_fps (frames/s),
-episodes, mean_return, mean_length, mean_kills (None where the scenario has no kills), losses {name: float},
-policy_lag_mean, buffers_free, buffers_filling, buffers_full, waiting (who waits on whom, e.g. "learner waits for
-rollouts").
+A snapshot is the trainer's last row of the logs (`Trainer.stats`) with the counters of the moment: one source for
+what the logs store and what a person watching sees. Keys read (all optional): frames, env_steps, learner_steps,
+env_fps, inference_fps, learner_fps (frames/s), episodes, mean_return, mean_length, mean_kills (None where the
+scenario has no kills), total_loss, pg_loss, baseline_loss, entropy_loss, policy_lag_mean, buffers_free,
+buffers_filling, buffers_full, waiting (who waits on whom, e.g. "learner waits for rollouts").
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from rich.text import Text
 from beast.config import Config
 
 MISSING = "-"
-# Losses shown first, in the paper's order; any other entry of `losses` follows.
+# The losses shown, in the paper's order.
 LOSS_ORDER = ("total_loss", "pg_loss", "baseline_loss", "entropy_loss")
 
 
@@ -97,7 +98,7 @@ class ProgressView:
         s = self._snapshot
         parts = [
             f"frames {self._frames_text()}",
-            f"steps {_fmt(s.get('steps'), ',')} learner {_fmt(s.get('learner_steps'), ',')}",
+            f"steps {_fmt(s.get('env_steps'), ',')} learner {_fmt(s.get('learner_steps'), ',')}",
             f"fps env {_fmt(s.get('env_fps'), ',.0f')} inf {_fmt(s.get('inference_fps'), ',.0f')} "
             f"learn {_fmt(s.get('learner_fps'), ',.0f')}",
             f"episodes {_fmt(s.get('episodes'), ',')} return {_fmt(s.get('mean_return'), '.2f')} "
@@ -125,11 +126,10 @@ class ProgressView:
         return f"{_fmt(frames, ',.0f')}/{self.total_frames:,} ({pct})"
 
     def _losses_text(self) -> str:
-        losses = self._snapshot.get("losses")
-        if not isinstance(losses, Mapping) or not losses:
+        names = [n for n in LOSS_ORDER if n in self._snapshot]
+        if not names:
             return MISSING
-        names = [n for n in LOSS_ORDER if n in losses] + [n for n in losses if n not in LOSS_ORDER]
-        return " ".join(f"{str(n).removesuffix('_loss')} {_fmt(losses[n], '.4g')}" for n in names)
+        return " ".join(f"{n.removesuffix('_loss')} {_fmt(self._snapshot[n], '.4g')}" for n in names)
 
     def _render(self) -> Group:
         s = self._snapshot
@@ -139,7 +139,7 @@ class ProgressView:
         table.add_column(style="bold cyan", no_wrap=True)
         table.add_column()
         rows = {
-            "progress": f"frames {self._frames_text()} · steps {_fmt(s.get('steps'), ',')} · learner steps "
+            "progress": f"frames {self._frames_text()} · env steps {_fmt(s.get('env_steps'), ',')} · learner steps "
             f"{_fmt(s.get('learner_steps'), ',')} · elapsed {_duration(elapsed)} · ETA {_duration(self.eta_s())}",
             "frames/s": f"env {_fmt(s.get('env_fps'), ',.0f')} · inference {_fmt(s.get('inference_fps'), ',.0f')} · "
             f"learner {_fmt(s.get('learner_fps'), ',.0f')}",
@@ -152,10 +152,14 @@ class ProgressView:
             f"full {_fmt(s.get('buffers_full'), 'd')}",
             "waiting": str(s.get("waiting") or MISSING),
         }
+        # The bar is a cell of the grid, under the progress row: rich's ProgressBar ends without a line break, so
+        # on its own in a Group it ran into (and, at full width, hid) the row after it.
+        bar = ProgressBar(total=self.total_frames, completed=min(frames, self.total_frames))
         for name, text in rows.items():
             table.add_row(name, Text(text))
-        bar = ProgressBar(total=self.total_frames, completed=min(frames, self.total_frames))
-        return Group(Text(self.title, style="bold"), bar, table)
+            if name == "progress":
+                table.add_row("", bar)
+        return Group(Text(self.title, style="bold"), table)
 
 
 def _num(value: Any) -> float | None:

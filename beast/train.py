@@ -110,7 +110,7 @@ class Meter:
             "env_steps": b.steps,
             "batches": b.batches,
             "inference_s": b.inference_s,
-            "wait_buffer_s": b.wait_buffer_s,
+            "wait_buffer_s": b.writer.wait_buffer_s,
             "learner_frames": lt.frames,
             "step_s": lt.step_s,
             "wait_s": lt.wait_s,
@@ -138,7 +138,7 @@ class Meter:
         }
 
     def waiting(self) -> str:
-        if self.batcher.waiting_for_buffer:
+        if self.batcher.writer.waiting_for_buffer:
             return "actors wait: all buffers full (learner is the bottleneck)"
         if self.learner.waiting:
             return "learner waits for rollouts"
@@ -146,7 +146,9 @@ class Meter:
 
 
 class Trainer:
-    """Everything one run holds; `run()` trains until the frame budget is spent or a stop is requested."""
+    """Everything one run holds. `build()` starts the env servers and makes the model, optimiser, buffer pool,
+    learner and batcher (after it, `counters`, `save` and `stats` work); `run()` builds if need be, then trains until
+    the frame budget is spent or a stop is requested."""
 
     def __init__(self, cfg: Config, run_path: Path, stop: threading.Event) -> None:
         self.cfg = cfg
@@ -156,11 +158,10 @@ class Trainer:
         self.envs = EnvSet(cfg)
         self.counters_base = {"env_steps": 0, "episodes": 0}
         self.checkpoint_path = run_path / CHECKPOINT_NAME
+        self.resumed_at: int | None = None  # the frames of the checkpoint a resumed run continues from
+        self.built = False
 
-    def run(self) -> int:
-        from beast.progress import ProgressView
-        from beast.runtime.logs import RunLogger
-
+    def build(self) -> Trainer:
         cfg = self.cfg
         payload = self._load_resume()
         self.curriculum = Curriculum(cfg, skill=payload["counters"].get("doom_skill") if payload else None)
@@ -206,31 +207,44 @@ class Trainer:
             frames=counters.get("frames", 0),
         )
         policy = ModelPolicy(weights, cfg, lambda: learner.frames, seed=cfg.seed + learner.steps)
-        batcher = Batcher(cfg, self.envs, pool, policy, self.device, self.stop, first)
-        self.learner, self.batcher, self.pool = learner, batcher, pool
+        self.batcher = Batcher(cfg, self.envs, pool, policy, self.device, self.stop, first)
+        self.learner, self.pool, self.weights = learner, pool, weights
         self.model, self.optimizer, self.scheduler, self.num_actions = model, optimizer, scheduler, num_actions
+        self.meter = Meter(self.batcher, learner, pool, cfg)
+        self.resumed_at = counters.get("frames") if payload is not None else None
+        self.built = True
+        return self
 
-        purge = counters.get("frames") if payload is not None else None
+    def run(self) -> int:
+        from beast.progress import ProgressView
+        from beast.runtime.logs import RunLogger
+
+        if not self.built:
+            self.build()
+        cfg, batcher, learner = self.cfg, self.batcher, self.learner
         threads = [
             threading.Thread(target=batcher.run, name="batcher", daemon=True),
             threading.Thread(target=learner.run, name="learner", daemon=True),
         ]
-        meter = Meter(batcher, learner, pool, cfg)
-        with RunLogger(self.run_path, cfg, purge_from=purge) as logger, ProgressView(cfg, cfg.total_frames) as view:
+        resumed = self.resumed_at is not None
+        with (
+            RunLogger(self.run_path, cfg, purge_from=self.resumed_at) as logger,
+            ProgressView(cfg, cfg.total_frames) as view,
+        ):
             self.evaluator = PeriodicEvaluator(
                 self.envs.cfg,
-                weights,
-                num_actions,
+                self.weights,
+                self.num_actions,
                 self.run_path,
                 report=lambda stats: logger.log(self.counters(), self._after_evaluation(stats)),
                 stop=self.stop,
                 frames=learner.frames,
-                best_return=best_return(self.run_path) if payload is not None else -math.inf,
+                best_return=best_return(self.run_path) if resumed else -math.inf,
             )
             for t in threads:
                 t.start()
             try:
-                self._watch(meter, logger, view)
+                self._watch(logger, view)
             finally:
                 if learner.finished.is_set():
                     # The budget is spent: an evaluation under way, or one due since the last tick, finishes first.
@@ -245,7 +259,7 @@ class Trainer:
                 stuck = [t.name for t in threads if t.is_alive()] + ([] if evaluated else ["evaluator"])
                 if not stuck:
                     self.save()
-                    logger.log(self.counters(), self._stats(meter, final=True))
+                    logger.log(self.counters(), self.stats())
         if error is not None:
             raise error
         counters = self.counters()
@@ -276,21 +290,21 @@ class Trainer:
             fail(str(err))
         return payload
 
-    def _watch(self, meter: Meter, logger: Any, view: Any) -> None:
+    def _watch(self, logger: Any, view: Any) -> None:
         """The main thread's loop: progress, logs and checkpoints on schedule, until done or stopped."""
         cfg = self.cfg
         next_log = time.monotonic() + cfg.log_interval_s
         next_checkpoint = time.monotonic() + cfg.checkpoint_interval_min * 60.0
-        last_rates: dict[str, float | None] = {}
+        logged: dict[str, float | None] = {}
         while not self.stop.is_set() and not self.learner.finished.is_set():
             time.sleep(TICK_S)
             now = time.monotonic()
             if now >= next_log:
                 next_log = now + cfg.log_interval_s
-                stats = self._stats(meter)
-                last_rates = {k: v for k, v in stats.items() if k in ("env_fps", "inference_fps", "learner_fps")}
-                logger.log(self.counters(), stats)
-            view.update(self.snapshot(meter, last_rates))
+                logged = self.stats()
+                logger.log(self.counters(), logged)
+            # The view shows the row last logged, with the counters and the buffers of this moment.
+            view.update({**logged, **self.counters(), **self._occupancy(), "waiting": self.meter.waiting()})
             self.evaluator.maybe_start(self.counters())
             if self.evaluator.error is not None:
                 print(f"beast: evaluation failed ({self.evaluator.error}); training goes on", file=sys.stderr)
@@ -306,7 +320,7 @@ class Trainer:
             "learner_steps": self.learner.steps,
             "env_steps": steps,
             "env_frames": steps * self.cfg.frame_skip,
-            "episodes": self.counters_base["episodes"] + self.batcher.episodes,
+            "episodes": self.counters_base["episodes"] + self.batcher.episode_log.episodes,
             "doom_skill": self.envs.cfg.doom_skill,
         }
 
@@ -318,37 +332,22 @@ class Trainer:
             self.envs.cfg = dataclasses.replace(self.envs.cfg, doom_skill=skill)
             self.evaluator.cfg = dataclasses.replace(self.evaluator.cfg, doom_skill=skill)
             self.evaluator.best_return = -math.inf
-            self.batcher.restart_local = f"curriculum: doom skill {skill}"
+            self.batcher.io.restart_local = f"curriculum: doom skill {skill}"
         return stats
 
-    def _stats(self, meter: Meter, final: bool = False) -> dict[str, float | None]:
+    def stats(self) -> dict[str, float | None]:
+        """One row of the logs, and what the progress view shows: the learner's means since the last row, the rates,
+        the episodes, the buffers and the servers' health."""
         stats: dict[str, float | None] = dict(self.learner.drain_stats())
-        stats.update(meter.rates())
+        stats.update(self.meter.rates())
         stats.update(self.batcher.episode_stats())
-        occupancy = self.pool.occupancy()
-        stats.update({f"buffers_{k}": float(v) for k, v in occupancy.items()})
-        stats["dropped_rollouts"] = float(self.batcher.dropped_rollouts)
+        stats.update(self._occupancy())
+        stats["dropped_rollouts"] = float(self.batcher.writer.dropped_rollouts)
         stats["server_restarts"] = float(self.envs.restarts)
         return stats
 
-    def snapshot(self, meter: Meter, rates: dict[str, float | None]) -> dict[str, Any]:
-        counters = self.counters()
-        last = self.learner.last_stats
-        occupancy = self.pool.occupancy()
-        return {
-            "frames": counters["frames"],
-            "steps": counters["frames"] // self.cfg.frame_skip,
-            "learner_steps": counters["learner_steps"],
-            **rates,
-            "episodes": counters["episodes"],
-            **self.batcher.episode_stats(),
-            "losses": {k: last[k] for k in ("total_loss", "pg_loss", "baseline_loss", "entropy_loss") if k in last},
-            "policy_lag_mean": last.get("policy_lag_mean"),
-            "buffers_free": occupancy["free"],
-            "buffers_filling": occupancy["filling"],
-            "buffers_full": occupancy["full"],
-            "waiting": meter.waiting(),
-        }
+    def _occupancy(self) -> dict[str, float | None]:
+        return {f"buffers_{k}": float(v) for k, v in self.pool.occupancy().items()}
 
     def save(self) -> None:
         """Checkpoint between learner steps (the learner's lock), so model, optimiser and counters agree."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from beast.cli import parse_config, resolve_config
-from beast.config import Config, ConfigError, flag_name
+from beast.config import CONFIG_NAME, Config, ConfigError, config_sections, flag_name
 from beast.envs.scenarios import SCENARIO_SPECS, scenario_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +57,35 @@ def test_every_field_is_a_flag() -> None:
         assert flag_name(f.name) in help_text
 
 
+def test_help_groups_the_flags_by_the_sections_of_config() -> None:
+    help_text = subprocess.run(
+        [sys.executable, "run.py", "--help"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    sections = config_sections()
+    assert list(sections) == ["run", "environment", "reward", "model", "learner", "runtime", "test and plot", "bench"]
+    assert sorted(name for names in sections.values() for name in names) == sorted(
+        f.name for f in dataclasses.fields(Config)
+    )
+    starts = [help_text.index(f"\n{section}:\n") for section in sections]
+    assert starts == sorted(starts), "the groups are not in Config's order"
+    ends = [*starts[1:], len(help_text)]
+    for (section, names), start, end in zip(sections.items(), starts, ends, strict=True):
+        for name in names:
+            assert f"  {flag_name(name)}" in help_text[start:end], f"{flag_name(name)} is not under {section}:"
+
+
+def test_resume_restores_the_runs_settings_and_says_which_flags_change_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trained = dataclasses.replace(parse_config(["--scenario=basic"]), xpid="old", discounting=0.9, unroll_length=12)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / CONFIG_NAME).write_text(json.dumps(trained.to_dict()))
+    cfg = parse_config(["--resume", "--xpid=old", f"--savedir={tmp_path}", "--learning-rate=5e-4"])
+    assert cfg == dataclasses.replace(trained, resume=True, learning_rate=5e-4, savedir=str(tmp_path))
+    said = capsys.readouterr().err
+    assert "--learning-rate 0.001 -> 0.0005" in said and "--discounting" not in said and "--resume" not in said
+
+
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
@@ -72,3 +102,4 @@ def test_user_mistakes_exit_2_naming_the_flag(argv: list[str], needle: str) -> N
     assert proc.returncode == 2
     assert needle in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "run.py --help" in proc.stderr, proc.stderr

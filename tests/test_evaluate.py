@@ -123,6 +123,16 @@ def test_mode_test_finds_the_runs_checkpoint_by_xpid_and_prints_json_equal_to_ev
     assert printed["scenario"] == "basic" and len(printed["episodes"]) == 1 and printed["gif"] is None
 
 
+def test_the_random_reference_plays_the_scenario_without_a_checkpoint(tmp_path: Path) -> None:
+    proc = run_cli("--savedir", str(tmp_path), "--scenario=basic", "--eval-policy=random", "--episodes=3", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["checkpoint"] is None and report["policy"] == "random" and len(report["episodes"]) == 3
+    # basic's spec plays 8 tics a step, so its 300-tic timeout ends an episode within 38 steps
+    assert all(-450 < e["return"] < 110 and 1 <= e["length"] <= 38 for e in report["episodes"]), report["episodes"]
+    assert not list(tmp_path.iterdir()), "no --xpid: nothing is written"
+
+
 def _exit_2(cfg: Config, capsys: pytest.CaptureFixture[str]) -> str:
     with pytest.raises(SystemExit) as exit_info:
         main(cfg)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+import re
 
 import pytest
 from rich.console import Console
@@ -14,7 +15,7 @@ from beast.progress import ProgressView
 
 FULL = {
     "frames": 1_000,
-    "steps": 250,
+    "env_steps": 250,
     "learner_steps": 3,
     "env_fps": 4321.0,
     "inference_fps": 4000.0,
@@ -23,7 +24,10 @@ FULL = {
     "mean_return": 7.25,
     "mean_length": 150.5,
     "mean_kills": 1.5,
-    "losses": {"total_loss": 1.5, "pg_loss": 0.25, "baseline_loss": 1.0, "entropy_loss": -0.0125},
+    "total_loss": 1.5,
+    "pg_loss": 0.25,
+    "baseline_loss": 1.0,
+    "entropy_loss": -0.0125,
     "policy_lag_mean": 1.75,
     "buffers_free": 3,
     "buffers_filling": 8,
@@ -60,8 +64,8 @@ def test_plain_lines_carry_the_key_figures() -> None:
     [
         {},
         {key: None for key in FULL},
-        {"frames": math.nan, "mean_return": math.inf, "losses": None, "episodes": "many", "buffers_free": -1},
-        {"frames": 10, "losses": {"total_loss": None, "weird": "x"}, "waiting": None},
+        {"frames": math.nan, "mean_return": math.inf, "total_loss": None, "episodes": "many", "buffers_free": -1},
+        {"frames": 10, "total_loss": "x", "pg_loss": None, "waiting": None},
     ],
 )
 def test_missing_none_or_odd_values_print_dashes_and_never_raise(snapshot: dict[str, object]) -> None:
@@ -105,3 +109,16 @@ def test_the_live_table_renders_full_and_empty_snapshots_on_a_terminal() -> None
     text = out.getvalue()
     for label in ("frames/s", "last 100 episodes", "policy lag", "buffers", "learner waits for rollouts"):
         assert label in text
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_every_row_of_the_live_view_shows_on_a_terminal_of_any_width(width: int) -> None:
+    out = io.StringIO()
+    view = ProgressView(config(5.0), total_frames=10_000, file=out)
+    console = Console(file=out, force_terminal=True, width=width)
+    view.update(FULL)
+    console.print(view._render())
+    lines = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", out.getvalue()).splitlines()
+    for label in ("progress", "frames/s", "last 100 episodes", "losses", "policy lag", "buffers", "waiting"):
+        assert any(line.startswith(label + " ") for line in lines), f"no {label!r} row in:\n" + "\n".join(lines)
+    assert any("elapsed" in line for line in lines) and any("━" in line for line in lines)

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +21,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from beast.cli import parse_config
 from beast.envs.server import pid_alive, process_group
 from beast.runtime.checkpoint import BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, load_checkpoint
+from beast.train import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--d-model=32", "--headdim=16", "--d-state=8", "--head-hidden=32", "--action-embed-dim=16"]
@@ -135,6 +138,9 @@ def test_short_run_writes_checkpoint_and_logs_and_resume_continues(tmp_path: Pat
     trainers.append((proc, set()))
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
+    # The run's own settings came back from config.json; the flags that change them are named.
+    assert "resuming with the settings in config.json; changed by flags:" in out, out
+    assert f"--total-frames {budget} -> {2 * budget}" in out and "--eval-interval-frames 256 -> 0" in out, out
     second = load_checkpoint(run / CHECKPOINT_NAME)
     assert second["counters"]["learner_steps"] == 12
     assert second["counters"]["frames"] == 2 * budget
@@ -146,6 +152,29 @@ def test_short_run_writes_checkpoint_and_logs_and_resume_continues(tmp_path: Pat
     assert moved
     frames = [float(r["frames"]) for r in read_rows(run / "logs.csv")]
     assert frames == sorted(frames) and frames[-1] == 2 * budget
+
+
+def test_a_built_trainer_counts_and_saves_before_it_runs(tmp_path: Path) -> None:
+    cfg = parse_config(["--mode=train", f"--savedir={tmp_path}", "--xpid=built", *FAST, *SMALL])
+    (tmp_path / "built").mkdir()
+    trainer = Trainer(cfg, tmp_path / "built", threading.Event())
+    try:
+        trainer.build()
+        assert trainer.counters() == {
+            "frames": 0,
+            "learner_steps": 0,
+            "env_steps": 0,
+            "env_frames": 0,
+            "episodes": 0,
+            "doom_skill": cfg.doom_skill,
+        }
+        stats = trainer.stats()
+        assert stats["buffers_free"] == trainer.pool.num_buffers and stats["mean_return"] is None
+        trainer.save()
+    finally:
+        trainer.envs.close()
+    saved = load_checkpoint(tmp_path / "built" / CHECKPOINT_NAME)
+    assert saved["counters"]["learner_steps"] == 0 and saved["num_actions"] == trainer.num_actions
 
 
 def test_ctrl_c_exits_zero_with_a_final_checkpoint_and_no_processes_left(tmp_path: Path, trainers) -> None:

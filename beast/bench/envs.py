@@ -22,7 +22,7 @@ import vizdoom as vzd
 
 from beast.bench.report import BenchRow
 from beast.config import Config
-from beast.envs.client import EnvClient
+from beast.envs.client import AsyncEnvClient
 from beast.envs.scenarios import resolve_scenario
 from beast.envs.server import EnvServer
 
@@ -108,7 +108,7 @@ def server_steps_per_second(cfg: Config, k: int) -> float:
         binary=cfg.envserver_binary,
     )
     rng = np.random.default_rng(cfg.seed)
-    with server, EnvClient(server.address) as client:
+    with server, AsyncEnvClient(server.address) as client:
         num_actions = client.info.num_actions
         # Random actions drawn in advance: a Generator call per batch (~15 us) would be the bench's own cost, as
         # large as decoding the results; the raw side draws one action per step (~3 us) either way.

@@ -46,14 +46,14 @@ def _drain(pool: BufferPool, stop: threading.Event) -> None:
 def _window(batcher: Batcher, seconds: float, extra: LearnerThread | None = None) -> dict[str, float]:
     """Counters of a running batcher (and learner) over `seconds` after the warm-up."""
     time.sleep(WARMUP_S)
-    b0 = (batcher.steps, batcher.inference_s, batcher.wait_buffer_s, time.perf_counter())
+    b0 = (batcher.steps, batcher.inference_s, batcher.writer.wait_buffer_s, time.perf_counter())
     l0 = (extra.frames, extra.step_s, extra.wait_s) if extra is not None else (0, 0.0, 0.0)
     time.sleep(seconds)
     dt = time.perf_counter() - b0[3]
     out = {
         "steps_per_s": (batcher.steps - b0[0]) / dt,
         "inference_s": batcher.inference_s - b0[1],
-        "actor_wait_frac": (batcher.wait_buffer_s - b0[2]) / dt,
+        "actor_wait_frac": (batcher.writer.wait_buffer_s - b0[2]) / dt,
         "elapsed": dt,
         "steps": batcher.steps - b0[0],
     }

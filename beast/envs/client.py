@@ -1,8 +1,12 @@
-"""A client of one env server: sync reset/step for all envs, and the async send/recv exchange for a batcher.
+"""Clients of one env server, one per way of using it: `EnvClient` steps every env in lockstep (tests, evaluation),
+`AsyncEnvClient` sends steps for some envs and receives results as games finish (the batcher).
 
 The socket is a DEALER talking to the server's ROUTER (docs/protocol.md, "Sockets"): requests may be pipelined
 and results come back whenever games finish, several envs per message. One batcher thread can drive many servers
-by polling each client's `socket` with a `zmq.Poller` and calling `recv(timeout_ms=0)` on the readable ones.
+by polling each async client's `socket` with a `zmq.Poller` and calling `recv(timeout_ms=0)` on the readable ones.
+Results are only ever taken off the socket by the call that asked for them: a sync call on an async client is
+refused while steps are in flight, and the keep-alive is a one-way heartbeat, so no call can take results that
+the poller is waiting to see.
 
 Result arrays are zero-copy, read-only `np.frombuffer` views of the received ZeroMQ frames; numpy holds a reference
 to each frame, so they stay valid after later receives. Copy (or write into your own buffers) to modify them.
@@ -11,7 +15,6 @@ Every blocking call has a timeout: a dead server raises EnvServerTimeoutError, n
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
 import re
@@ -19,7 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import zmq
@@ -34,6 +37,7 @@ from beast.envs.protocol import (
     decode_results,
     encode_request,
     results_arrays,
+    results_schema_mismatch,
     unpack_header,
 )
 
@@ -103,8 +107,9 @@ def read_curve_public_key(path: str | os.PathLike[str]) -> str:
     return key
 
 
-class EnvClient:
-    """Talks to one env server. Not thread-safe: one thread owns a client (ZeroMQ sockets are single-threaded)."""
+class _Connection:
+    """The socket, the hello and the request/reply exchange both clients share. Not thread-safe: one thread owns a
+    client (ZeroMQ sockets are single-threaded)."""
 
     def __init__(
         self,
@@ -128,15 +133,18 @@ class EnvClient:
             self.socket.curve_serverkey = key.strip()
         self.socket.connect(address)
         self._seq = 0
-        self._backlog: collections.deque[Results] = collections.deque()  # async results a sync call ran into
-        self._error: tuple[str, int] | None = None  # an async error that arrived behind results recv returned
         try:
             self.info = self.hello()
+            mismatch = results_schema_mismatch(self.info.raw.get("results"), self.info.num_vars)
+            if mismatch:
+                raise ProtocolError(
+                    f"env server {address} speaks another results layout: {mismatch}; rebuild the server from this "
+                    "checkout (make envserver)."
+                )
         except BaseException:
             self.socket.close(linger=0)
             raise
 
-    # --- sync ------------------------------------------------------------------------------------------------
     def hello(self, timeout_ms: int | None = None) -> EnvInfo:
         """Fetch the server's description (also refreshes engine pids, which change when a game restarts)."""
         frames = self._call(encode_request(MsgType.HELLO, self._next_seq()), MsgType.INFO, timeout_ms)
@@ -147,61 +155,6 @@ class EnvClient:
         frames = self._call(encode_request(MsgType.RESET, self._next_seq()), MsgType.RESULTS, timeout_ms)
         return decode_results(frames, self.info.num_vars)[1]
 
-    def step(self, actions: Sequence[int] | np.ndarray, timeout_ms: int | None = None) -> Results:
-        """One step of every env (actions [num_envs]); on episode end the obs is the next episode's first."""
-        req = encode_request(MsgType.STEP, self._next_seq(), actions=actions)
-        frames = self._call(req, MsgType.RESULTS, timeout_ms)
-        return decode_results(frames, self.info.num_vars)[1]
-
-    def ping(self, timeout_ms: int | None = None) -> float:
-        """Round trip in seconds; any message also counts as a heartbeat for the server's idle timeout."""
-        start = time.perf_counter()
-        self._call(encode_request(MsgType.PING, self._next_seq()), MsgType.PONG, timeout_ms)
-        return time.perf_counter() - start
-
-    # --- async -----------------------------------------------------------------------------------------------
-    def send(self, env_ids: Sequence[int] | np.ndarray, actions: Sequence[int] | np.ndarray) -> None:
-        """Start a step of the given envs; their results arrive through `recv` as the games finish."""
-        self._send(encode_request(MsgType.SEND, self._next_seq(), env_ids=env_ids, actions=actions))
-
-    def recv(self, timeout_ms: int | None = None) -> tuple[np.ndarray, Results]:
-        """Every finished env there is: (env_ids [n], arrays [n, ...]). Waits up to `timeout_ms` for the first
-        results message (`0`: only what is there), then takes the ones already queued without waiting, merged in
-        arrival order, so a batcher gets everything ready in one call. Raises EnvServerError if the server
-        rejected a `send` or lost a game, EnvServerTimeoutError if nothing arrives in time."""
-        parts = list(self._backlog)
-        self._backlog.clear()
-        if not parts:
-            if self._error is not None:
-                text, status = self._error
-                self._error = None
-                raise EnvServerError(text, status)
-            deadline = self._deadline(timeout_ms)
-            while not parts:
-                self._take(self._recv_until(deadline), parts)
-        while self._error is None and self._ready(_POLLIN):
-            self._take(self.socket.recv_multipart(zmq.NOBLOCK, copy=False), parts)
-        if len(parts) == 1:
-            return parts[0]["env_ids"], parts[0]
-        merged = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-        for array in merged.values():
-            array.flags.writeable = False  # read-only either way, so no caller comes to rely on writing
-        return merged["env_ids"], merged
-
-    def _take(self, frames: list[zmq.Frame], parts: list[Results]) -> None:
-        """Async results go to `parts`; an error is raised now when nothing was taken yet, else kept for the next
-        recv (the results taken first must not be lost); anything else is a stale sync reply and is dropped."""
-        type_, count, _, status, _ = unpack_header(_buf(frames[0]))
-        if type_ == MsgType.ASYNC_RESULTS:
-            if len(frames) != 2:
-                raise ProtocolError(f"results carry 2 frames (header, body), got {len(frames)}")
-            parts.append(results_arrays(_buf(frames[1]), count, self.info.num_vars))
-        elif type_ == MsgType.ERROR:
-            _, text = decode_error(frames)
-            if not parts:
-                raise EnvServerError(text, status)
-            self._error = (text, status)
-
     # --- lifetime --------------------------------------------------------------------------------------------
     def close(self, stop_server: bool = False, timeout_ms: int = 5_000) -> None:
         """Close the socket; with stop_server=True first ask the server to exit (it closes its games)."""
@@ -209,10 +162,12 @@ class EnvClient:
             return
         if stop_server:
             with contextlib.suppress(EnvServerTimeoutError, EnvServerError):
-                self._call(encode_request(MsgType.CLOSE, self._next_seq()), MsgType.CLOSED, timeout_ms)
+                self._call(
+                    encode_request(MsgType.CLOSE, self._next_seq()), MsgType.CLOSED, timeout_ms, discard_results=True
+                )
         self.socket.close(linger=0)
 
-    def __enter__(self) -> EnvClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -243,8 +198,11 @@ class EnvClient:
                 raise EnvServerTimeoutError(f"env server {self.address} did not answer within the timeout")
         return self.socket.recv_multipart(copy=False)
 
-    def _call(self, frames: list[bytes], expect: MsgType, timeout_ms: int | None) -> list[zmq.Frame]:
-        """Send a request and wait for the reply carrying its seq; async results that arrive meanwhile are kept."""
+    def _call(
+        self, frames: list[bytes], expect: MsgType, timeout_ms: int | None, discard_results: bool = False
+    ) -> list[zmq.Frame]:
+        """Send a request and wait for the reply carrying its seq. Async results here mean someone else's steps
+        were in flight: an error (taking them would hide them), unless the caller is closing and wants none."""
         seq = Header.unpack(frames[0]).seq
         deadline = self._deadline(timeout_ms)
         self._send(frames)
@@ -252,8 +210,12 @@ class EnvClient:
             reply = self._recv_until(deadline)
             header = Header.unpack(_buf(reply[0]))
             if header.type == MsgType.ASYNC_RESULTS:
-                self._backlog.append(decode_results(reply, self.info.num_vars)[1])
-                continue
+                if discard_results:
+                    continue
+                raise ProtocolError(
+                    f"env server {self.address}: async results arrived during a {expect.name} call; steps sent with "
+                    "AsyncEnvClient.send must be received before a sync call."
+                )
             if header.type == MsgType.ERROR and header.seq in (seq, 0):
                 _, text = decode_error(reply)
                 raise EnvServerError(text, header.status)
@@ -262,6 +224,96 @@ class EnvClient:
             if header.type != expect:
                 raise ProtocolError(f"expected a reply of type {expect.name}, got 0x{header.type:02x}")
             return reply
+
+
+class EnvClient(_Connection):
+    """Every env of the server in lockstep: `reset`, then `step` with one action per env."""
+
+    def step(self, actions: Sequence[int] | np.ndarray, timeout_ms: int | None = None) -> Results:
+        """One step of every env (actions [num_envs]); on episode end the obs is the next episode's first."""
+        req = encode_request(MsgType.STEP, self._next_seq(), actions=actions)
+        frames = self._call(req, MsgType.RESULTS, timeout_ms)
+        return decode_results(frames, self.info.num_vars)[1]
+
+    def ping(self, timeout_ms: int | None = None) -> float:
+        """Round trip in seconds; any message also counts as a heartbeat for the server's idle timeout."""
+        start = time.perf_counter()
+        self._call(encode_request(MsgType.PING, self._next_seq()), MsgType.PONG, timeout_ms)
+        return time.perf_counter() - start
+
+
+class AsyncEnvClient(_Connection):
+    """Steps of some envs out, results in as games finish. `in_flight` counts the envs stepping: results only
+    `recv` takes, and `hello`/`reset` are refused while any are out, so whoever polls the socket sees them all."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.in_flight = 0
+        self._error: tuple[str, int] | None = None  # an async error that arrived behind results recv returned
+        super().__init__(*args, **kwargs)
+
+    def hello(self, timeout_ms: int | None = None) -> EnvInfo:
+        self._check_idle("hello")
+        return super().hello(timeout_ms)
+
+    def reset(self, timeout_ms: int | None = None) -> Results:
+        self._check_idle("reset")
+        return super().reset(timeout_ms)
+
+    def send(self, env_ids: Sequence[int] | np.ndarray, actions: Sequence[int] | np.ndarray) -> None:
+        """Start a step of the given envs; their results arrive through `recv` as the games finish."""
+        self._send(encode_request(MsgType.SEND, self._next_seq(), env_ids=env_ids, actions=actions))
+        self.in_flight += len(env_ids)
+
+    def heartbeat(self) -> None:
+        """Tell the server we are here (its idle timeout counts any message) without waiting: the PONG is dropped
+        by the next `recv`, and results that arrive meanwhile stay on the socket for the poller to see."""
+        self._send(encode_request(MsgType.PING, self._next_seq()))
+
+    def recv(self, timeout_ms: int | None = None) -> tuple[np.ndarray, Results]:
+        """Every finished env there is: (env_ids [n], arrays [n, ...]). Waits up to `timeout_ms` for the first
+        results message (`0`: only what is there), then takes the ones already queued without waiting, merged in
+        arrival order, so a batcher gets everything ready in one call. Raises EnvServerError if the server
+        rejected a `send` or lost a game, EnvServerTimeoutError if nothing arrives in time."""
+        if self._error is not None:
+            text, status = self._error
+            self._error = None
+            raise EnvServerError(text, status)
+        parts: list[Results] = []
+        deadline = self._deadline(timeout_ms)
+        while not parts:
+            self._take(self._recv_until(deadline), parts)
+        while self._error is None and self._ready(_POLLIN):
+            self._take(self.socket.recv_multipart(zmq.NOBLOCK, copy=False), parts)
+        if len(parts) == 1:
+            ids, results = parts[0]["env_ids"], parts[0]
+        else:
+            results = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+            for array in results.values():
+                array.flags.writeable = False  # read-only either way, so no caller comes to rely on writing
+            ids = results["env_ids"]
+        self.in_flight -= len(ids)
+        return ids, results
+
+    def _take(self, frames: list[zmq.Frame], parts: list[Results]) -> None:
+        """Async results go to `parts`; an error is raised now when nothing was taken yet, else kept for the next
+        recv (the results taken first must not be lost); anything else (a PONG) is dropped."""
+        type_, count, _, status, _ = unpack_header(_buf(frames[0]))
+        if type_ == MsgType.ASYNC_RESULTS:
+            if len(frames) != 2:
+                raise ProtocolError(f"results carry 2 frames (header, body), got {len(frames)}")
+            parts.append(results_arrays(_buf(frames[1]), count, self.info.num_vars))
+        elif type_ == MsgType.ERROR:
+            _, text = decode_error(frames)
+            if not parts:
+                raise EnvServerError(text, status)
+            self._error = (text, status)
+
+    def _check_idle(self, call: str) -> None:
+        if self.in_flight:
+            raise RuntimeError(
+                f"{call} on env server {self.address} with {self.in_flight} env steps in flight would take their "
+                "results: recv them first."
+            )
 
 
 def _buf(frame: Any) -> Any:

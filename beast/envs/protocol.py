@@ -91,7 +91,9 @@ def unpack_header(frame: bytes | memoryview) -> tuple[int, int, int, int, int]:
     return type_, count, seq, status, flags
 
 
-# Result arrays in wire order after the header: (name, dtype, per-env shape); "G" stands for the number of vars.
+# The results schema, Python's one statement of it: the arrays of a results body in wire order, as (name, dtype,
+# per-env shape) with "G" for the number of vars. The server publishes its own table (envserver/src/protocol.cpp)
+# in INFO as "results"; every client checks the two agree when it connects (`results_schema_mismatch`).
 RESULT_FIELDS: tuple[tuple[str, np.dtype, tuple[int | str, ...]], ...] = (
     ("env_ids", np.dtype("<i4"), ()),
     ("rgb", np.dtype("u1"), (3, OBS_SIDE, OBS_SIDE)),
@@ -114,6 +116,21 @@ RESULT_ALIGN = 8  # every array of a results body starts at a multiple of this o
 
 def field_shape(shape: tuple[int | str, ...], num_vars: int) -> tuple[int, ...]:
     return tuple(num_vars if d == "G" else int(d) for d in shape)
+
+
+def results_schema_mismatch(published: Any, num_vars: int) -> str | None:
+    """How the server's results schema (INFO "results": {name: {"shape", "dtype"}} in wire order) differs from
+    RESULT_FIELDS, or None when the two agree field by field."""
+    if not isinstance(published, dict):
+        return "it publishes no results schema (a server older than this client)"
+    ours = [(name, dtype.name, list(field_shape(shape, num_vars))) for name, dtype, shape in RESULT_FIELDS]
+    theirs = [(name, spec.get("dtype"), spec.get("shape")) for name, spec in published.items()]
+    for i, (mine, served) in enumerate(zip(ours, theirs, strict=False)):
+        if mine != served:
+            return f"results field {i} is {served} on the server and {mine} here"
+    if len(ours) != len(theirs):
+        return f"the server sends {len(theirs)} results fields, this client reads {len(ours)}"
+    return None
 
 
 @functools.lru_cache(maxsize=256)

@@ -70,7 +70,7 @@ class EnvServer:
         idle_timeout_s: float | None = None,
         address: str | None = None,
         curve_secret_key_file: str | os.PathLike[str] | None = None,
-        startup_timeout_s: float = 180.0,
+        startup_timeout_s: float | None = None,
     ) -> None:
         self.scenario = scenario
         self.num_envs = num_envs
@@ -84,7 +84,9 @@ class EnvServer:
         self.binary = binary or _default("envserver_binary")
         self.idle_timeout_s = _default("envserver_idle_timeout_s") if idle_timeout_s is None else idle_timeout_s
         self.curve_secret_key_file = curve_secret_key_file
-        self.startup_timeout_s = startup_timeout_s
+        self.startup_timeout_s = (
+            _default("envserver_startup_timeout_s") if startup_timeout_s is None else startup_timeout_s
+        )
         self._requested_address = address
         self.address = ""
         self._proc: subprocess.Popen[bytes] | None = None
@@ -107,22 +109,16 @@ class EnvServer:
             enemy_classes=cfg.enemy_class_list(),
             binary=cfg.envserver_binary,
             idle_timeout_s=cfg.envserver_idle_timeout_s,
+            startup_timeout_s=cfg.envserver_startup_timeout_s,
         )
 
     # --- lifetime --------------------------------------------------------------------------------------------
-    def start(self) -> EnvServer:
-        binary = find_binary(self.binary)
-        cfg_path = resolve_scenario(self.scenario)
-        self._tmpdir = tempfile.mkdtemp(prefix="beast-env-")
-        self.address = self._requested_address or f"ipc://{self._tmpdir}/envserver.sock"
-        self._stderr_path = Path(self._tmpdir) / "stderr.log"
-        # Engines starting together in a fresh directory race to create _vizdoom/ (check, then mkdir) and the
-        # loser dies at startup; creating it first leaves nothing to race for.
-        (Path(self._tmpdir) / "_vizdoom").mkdir()
+    def command(self) -> list[str]:
+        """The server's command line: every setting is passed, so the binary's own defaults never apply."""
         cmd = [
-            str(binary),
+            str(find_binary(self.binary)),
             f"--address={self.address}",
-            f"--scenario={cfg_path}",
+            f"--scenario={resolve_scenario(self.scenario)}",
             f"--num-envs={self.num_envs}",
             f"--seed={self.seed}",
             f"--frame-skip={self.frame_skip}",
@@ -136,6 +132,21 @@ class EnvServer:
             cmd.append(f"--enemy-classes={','.join(self.enemy_classes)}")
         if self.curve_secret_key_file:
             cmd.append(f"--curve-secret-key-file={self.curve_secret_key_file}")
+        return cmd
+
+    def start(self) -> EnvServer:
+        self._tmpdir = tempfile.mkdtemp(prefix="beast-env-")
+        self.address = self._requested_address or f"ipc://{self._tmpdir}/envserver.sock"
+        try:
+            cmd = self.command()
+        except BaseException:  # a missing binary or scenario: nothing was started, leave nothing behind
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+            raise
+        self._stderr_path = Path(self._tmpdir) / "stderr.log"
+        # Engines starting together in a fresh directory race to create _vizdoom/ (check, then mkdir) and the
+        # loser dies at startup; creating it first leaves nothing to race for.
+        (Path(self._tmpdir) / "_vizdoom").mkdir()
         with open(self._stderr_path, "wb") as stderr:
             self._proc = subprocess.Popen(
                 cmd,

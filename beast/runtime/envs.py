@@ -4,7 +4,7 @@ Envs get global indices 0..N-1, server by server (`offsets[s] + local id`), so t
 reward shaper index flat arrays. Local and remote servers are alike to the batcher; only a restart differs (a local
 server is stopped and started again, a remote one is reconnected).
 
-Threads: the batcher owns every `EnvClient` (ZeroMQ sockets are single-threaded). A restart runs in a background
+Threads: the batcher owns every `AsyncEnvClient` (ZeroMQ sockets are single-threaded). A restart runs in a background
 thread that builds a *new* client, resets it and hands it over through a queue, so the batcher never waits for the
 seconds a server needs to start its games; the batcher closes the dead client itself before asking for a restart.
 """
@@ -21,7 +21,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from beast.config import Config
-from beast.envs.client import EnvClient, EnvInfo, EnvServerError, EnvServerTimeoutError, Results, read_curve_public_key
+from beast.envs.client import (
+    AsyncEnvClient,
+    EnvInfo,
+    EnvServerError,
+    EnvServerTimeoutError,
+    Results,
+    read_curve_public_key,
+)
 from beast.envs.server import EnvServer
 
 RESTART_RETRY_S = 2.0  # pause between failed restart attempts, so a broken setup does not spin
@@ -36,7 +43,7 @@ class ServerSlot:
     offset: int = 0
     num_envs: int = 0
     local: EnvServer | None = None
-    client: EnvClient | None = None
+    client: AsyncEnvClient | None = None
     up: bool = False
     generation: int = 0  # restarts so far; local restarts get fresh seeds from it
 
@@ -50,7 +57,7 @@ class EnvSet:
         self.slots = [ServerSlot(i, "") for i in range(cfg.num_servers)]
         self.slots += [ServerSlot(cfg.num_servers + i, addr) for i, addr in enumerate(remote)]
         self._curve_key = read_curve_public_key(cfg.curve_server_key) if cfg.curve_server_key else None
-        self._restarted: queue.Queue[tuple[int, EnvServer | None, EnvClient, Results]] = queue.Queue()
+        self._restarted: queue.Queue[tuple[int, EnvServer | None, AsyncEnvClient, Results]] = queue.Queue()
         self._stopping = threading.Event()
         self._restart_threads: list[threading.Thread] = []
         self.info: EnvInfo | None = None
@@ -94,7 +101,7 @@ class EnvSet:
         self.offsets = np.array([slot.offset for slot in self.slots], dtype=np.int64)
         return [(slot.index, slot.client.reset()) for slot in self.slots if slot.client is not None]
 
-    def _connect(self, slot: ServerSlot) -> tuple[EnvServer | None, EnvClient]:
+    def _connect(self, slot: ServerSlot) -> tuple[EnvServer | None, AsyncEnvClient]:
         """Start (local) or reach (remote) the server of `slot`; raises if it cannot."""
         local = None
         address = slot.address
@@ -105,7 +112,7 @@ class EnvSet:
             local.start()
             address = local.address
         try:
-            client = EnvClient(address, curve_server_key=self._curve_key if local is None else None)
+            client = AsyncEnvClient(address, curve_server_key=self._curve_key if local is None else None)
         except BaseException:
             if local is not None:
                 local.stop(timeout_s=1.0)
@@ -155,6 +162,29 @@ class EnvSet:
     def num_actions(self) -> int:
         assert self.info is not None, "start() first"
         return self.info.num_actions
+
+    @property
+    def server_count(self) -> int:
+        """Servers of the set, local and remote; indices 0..server_count-1, the local ones first."""
+        return len(self.slots)
+
+    def serving(self, index: int) -> AsyncEnvClient | None:
+        """The client of server `index` while it is in service; None while it is down or restarting."""
+        slot = self.slots[index]
+        return slot.client if slot.up else None
+
+    def env_ids(self, index: int) -> np.ndarray:
+        """The global ids of server `index`'s envs."""
+        slot = self.slots[index]
+        return np.arange(slot.offset, slot.offset + slot.num_envs, dtype=np.int64)
+
+    def address(self, index: int) -> str:
+        return self.slots[index].address
+
+    def envs_up(self, env_ids: np.ndarray) -> np.ndarray:
+        """Per global env id: whether its server is in service."""
+        up = np.array([slot.up for slot in self.slots])
+        return up[np.searchsorted(self.offsets, env_ids, side="right") - 1]
 
     # --- supervision (called from the batcher thread) --------------------------------------------------------
     def dead_servers(self) -> list[int]:

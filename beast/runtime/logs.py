@@ -27,11 +27,10 @@ from typing import Any, TextIO
 
 from torch.utils.tensorboard import SummaryWriter
 
-from beast.config import Config
+from beast.config import CONFIG_NAME, Config
 from beast.learn import PER_LOSS_KEYS, STAT_KEYS
 
 CSV_NAME = "logs.csv"
-CONFIG_NAME = "config.json"
 STEP_KEY = "frames"
 
 

@@ -12,7 +12,11 @@
 
 namespace {
 
-constexpr const char* kUsage = R"(usage: beast-envserver --scenario NAME_OR_CFG --num-envs K [options]
+// The flags' defaults are those of ServerOptions (server.h), the one place this binary keeps them; the help text
+// prints them from there. beast's launcher passes every flag, and tests/envs check these defaults against Config.
+std::string usage(const beast::ServerOptions& d) {
+  char text[4096];
+  std::snprintf(text, sizeof text, R"(usage: beast-envserver --scenario NAME_OR_CFG --num-envs K [options]
 
 Hosts K ViZDoom games behind one ZeroMQ ROUTER socket (protocol: docs/protocol.md). Prints
 "READY <address>" on stdout once every game is up; logs go to stderr.
@@ -22,16 +26,16 @@ Hosts K ViZDoom games behind one ZeroMQ ROUTER socket (protocol: docs/protocol.m
   --scenario NAME_OR_CFG       built-in scenario name (basic, deadly_corridor, ...: a .cfg in
                                VIZDOOM_DIR/scenarios) or the path of a .cfg file. Required.
   --num-envs K                 games hosted by this process (1..1024). Required.
-  --seed S                     base seed (default 0); env i's engine seed is splitmix64(S + i), and after its
+  --seed S                     base seed (default %llu); env i's engine seed is splitmix64(S + i), and after its
                                g-th crash splitmix64(splitmix64(S + i) + g).
-  --frame-skip N               engine tics per step (default 4).
-  --doom-skill N               difficulty 1 (easiest) .. 5 (hardest); 0 keeps the scenario's own (default 0).
-  --resolution RES             ViZDoom screen resolution (default RES_160X120).
-  --enemy-classes A,B,...      actor classes counted in the enemy mask (default: the engine side's list).
+  --frame-skip N               engine tics per step (default %d).
+  --doom-skill N               difficulty 1 (easiest) .. 5 (hardest); 0 keeps the scenario's own (default %d).
+  --resolution RES             ViZDoom screen resolution (default %s).
+  --enemy-classes A,B,...      actor classes counted in the enemy mask (default: none, an empty mask).
   --vizdoom-dir DIR            folder of the installed vizdoom 1.3.2 wheel (engine binary, wads, scenarios);
                                default $BEAST_VIZDOOM_DIR.
-  --idle-timeout-s T           exit after T seconds without a message from any client (default 30; 0: never).
-  --startup-timeout-s T        fail when the games are not up after T seconds (default 180).
+  --idle-timeout-s T           exit after T seconds without a message from any client (default %g; 0: never).
+  --startup-timeout-s T        fail when the games are not up after T seconds (default %g).
   --curve-secret-key-file F    serve with CURVE encryption; F holds Z85 keys as lines
                                public-key = "<40 chars>" and secret-key = "<40 chars>" (public optional).
   --help                       this text.
@@ -40,7 +44,11 @@ The server exits by itself when its parent process dies or after the idle timeou
 leads its process group (started with setsid, as beast.envs.EnvServer does) it also SIGKILLs what is left in it.
 Exit status: 0 after close/idle/signal/parent death, 1 when the games fail to start, 2 for bad flags or a
 ViZDoom engine/library version mismatch.
-)";
+)",
+                static_cast<unsigned long long>(d.seed), d.env.frame_skip, d.env.doom_skill,
+                d.env.screen_resolution.c_str(), d.idle_timeout_s, d.startup_timeout_s);
+  return text;
+}
 
 [[noreturn]] void usage_error(const std::string& message) {
   std::fprintf(stderr, "beast-envserver: error: %s (see --help)\n", message.c_str());
@@ -96,23 +104,28 @@ int main(int argc, char** argv) {
     }
     flags[arg] = value;
   }
+  beast::ServerOptions opts;  // holds the defaults until a flag overrides one
   if (flags.count("--help")) {
-    std::fputs(kUsage, stdout);
+    std::fputs(usage(opts).c_str(), stdout);
     return 0;
   }
   auto get = [&](const std::string& f, const std::string& fallback) {
     const auto it = flags.find(f);
     return it == flags.end() ? fallback : it->second;
   };
+  auto given = [&](const std::string& f) { return flags.count(f) != 0; };
 
-  beast::ServerOptions opts;
   if (!flags.count("--scenario")) usage_error("--scenario is required");
   if (!flags.count("--num-envs")) usage_error("--num-envs is required");
   opts.num_envs = static_cast<int>(parse_int("--num-envs", flags["--num-envs"], 1, 1024));
-  opts.seed = static_cast<uint64_t>(parse_int("--seed", get("--seed", "0"), 0, (1LL << 62)));
-  opts.env.frame_skip = static_cast<int>(parse_int("--frame-skip", get("--frame-skip", "4"), 1, 1000));
-  opts.env.doom_skill = static_cast<int>(parse_int("--doom-skill", get("--doom-skill", "0"), 0, 5));
-  opts.env.screen_resolution = get("--resolution", "RES_160X120");
+  if (given("--seed")) opts.seed = static_cast<uint64_t>(parse_int("--seed", flags["--seed"], 0, (1LL << 62)));
+  if (given("--frame-skip")) {
+    opts.env.frame_skip = static_cast<int>(parse_int("--frame-skip", flags["--frame-skip"], 1, 1000));
+  }
+  if (given("--doom-skill")) {
+    opts.env.doom_skill = static_cast<int>(parse_int("--doom-skill", flags["--doom-skill"], 0, 5));
+  }
+  opts.env.screen_resolution = get("--resolution", opts.env.screen_resolution);
   if (opts.env.screen_resolution.rfind("RES_", 0) != 0) {
     usage_error("--resolution: expected a ViZDoom resolution such as RES_160X120, got '" +
                 opts.env.screen_resolution + "'");
@@ -123,8 +136,10 @@ int main(int argc, char** argv) {
       if (!name.empty()) opts.env.enemy_classes.push_back(name);
     }
   }
-  opts.idle_timeout_s = parse_seconds("--idle-timeout-s", get("--idle-timeout-s", "30"));
-  opts.startup_timeout_s = parse_seconds("--startup-timeout-s", get("--startup-timeout-s", "180"));
+  if (given("--idle-timeout-s")) opts.idle_timeout_s = parse_seconds("--idle-timeout-s", flags["--idle-timeout-s"]);
+  if (given("--startup-timeout-s")) {
+    opts.startup_timeout_s = parse_seconds("--startup-timeout-s", flags["--startup-timeout-s"]);
+  }
 
   const char* env_dir = std::getenv("BEAST_VIZDOOM_DIR");
   opts.env.vizdoom_dir = get("--vizdoom-dir", env_dir ? env_dir : "");

@@ -154,15 +154,60 @@ Request parse_request(const std::vector<zmq::message_t>& frames, int num_envs, i
 
 const std::vector<ResultField>& result_fields() {
   static const std::vector<ResultField> fields = {
-      {"env_ids", sizeof(int32_t), false},       {"rgb", kRgbBytes, false},
-      {"depth", kPlaneBytes, false},             {"enemy", kPlaneBytes, false},
-      {"audio", kAudioBytes, false},             {"vars", sizeof(float), true},
-      {"final_vars", sizeof(float), true},
-      {"reward", sizeof(float), false},          {"done", 1, false},
-      {"truncated", 1, false},                   {"crashed", 1, false},
-      {"episode_return", sizeof(float), false},  {"episode_length", sizeof(int32_t), false},
+      {Field::kEnvIds, "env_ids", "int32", 4, {}, false},
+      {Field::kRgb, "rgb", "uint8", 1, {3, kSide, kSide}, false},
+      {Field::kDepth, "depth", "uint8", 1, {1, kSide, kSide}, false},
+      {Field::kEnemy, "enemy", "uint8", 1, {1, kSide, kSide}, false},
+      {Field::kAudio, "audio", "int16", 2, {kAudioChannels, kAudioSamples}, false},
+      {Field::kVars, "vars", "float32", 4, {}, true},
+      {Field::kFinalVars, "final_vars", "float32", 4, {}, true},
+      {Field::kReward, "reward", "float32", 4, {}, false},
+      {Field::kDone, "done", "uint8", 1, {}, false},
+      {Field::kTruncated, "truncated", "uint8", 1, {}, false},
+      {Field::kCrashed, "crashed", "uint8", 1, {}, false},
+      {Field::kEpisodeReturn, "episode_return", "float32", 4, {}, false},
+      {Field::kEpisodeLength, "episode_length", "int32", 4, {}, false},
   };
   return fields;
+}
+
+const ResultField& result_field(Field id) {
+  for (const ResultField& rf : result_fields()) {
+    if (rf.id == id) return rf;
+  }
+  throw std::logic_error("result field missing from result_fields()");
+}
+
+std::vector<std::size_t> ResultField::env_shape(std::size_t num_vars) const {
+  return per_var ? std::vector<std::size_t>{num_vars} : shape;
+}
+
+std::size_t ResultField::bytes_per_env(std::size_t num_vars) const {
+  std::size_t n = item_bytes;
+  for (std::size_t d : env_shape(num_vars)) n *= d;
+  return n;
+}
+
+std::string fields_json(std::size_t num_vars, const std::vector<std::string>& names) {
+  std::string out = "{";
+  bool first = true;
+  auto emit = [&](const ResultField& rf) {
+    out += (first ? "" : ",") + json_quote(rf.name) + ":{\"shape\":[";
+    const std::vector<std::size_t> dims = rf.env_shape(num_vars);
+    for (std::size_t i = 0; i < dims.size(); ++i) out += (i ? "," : "") + std::to_string(dims[i]);
+    out += "],\"dtype\":" + json_quote(rf.dtype) + "}";
+    first = false;
+  };
+  if (names.empty()) {
+    for (const ResultField& rf : result_fields()) emit(rf);
+  } else {
+    for (const std::string& name : names) {
+      for (const ResultField& rf : result_fields()) {
+        if (name == rf.name) emit(rf);
+      }
+    }
+  }
+  return out + "}";
 }
 
 ResultsWriter::ResultsWriter(MsgType type, uint32_t seq, std::size_t num_envs, std::size_t num_vars) {
@@ -172,7 +217,7 @@ ResultsWriter::ResultsWriter(MsgType type, uint32_t seq, std::size_t num_envs, s
   header.count = static_cast<uint32_t>(num_envs);
   std::size_t size = 0;
   for (const ResultField& rf : result_fields()) {
-    row_bytes_.push_back(rf.per_var ? rf.bytes_per_env * num_vars : rf.bytes_per_env);
+    row_bytes_.push_back(rf.bytes_per_env(num_vars));
     offsets_.push_back(size);
     size += (row_bytes_.back() * num_envs + kResultAlign - 1) / kResultAlign * kResultAlign;
   }

@@ -21,9 +21,8 @@ constexpr uint16_t kVersion = 2;
 constexpr std::size_t kHeaderSize = 24;
 // Observation geometry on the wire; server.cpp static_asserts that doom_env.h agrees.
 constexpr std::size_t kSide = 64;
-constexpr std::size_t kRgbBytes = 3 * kSide * kSide;
-constexpr std::size_t kPlaneBytes = kSide * kSide;             // depth, enemy
-constexpr std::size_t kAudioBytes = 2 * 1024 * sizeof(int16_t);  // [channels=2, samples=1024]
+constexpr std::size_t kAudioChannels = 2;
+constexpr std::size_t kAudioSamples = 1024;
 
 enum class MsgType : uint8_t {
   // requests, client -> server
@@ -91,13 +90,27 @@ struct Request {
 // Throws ProtocolError naming the problem.
 Request parse_request(const std::vector<zmq::message_t>& frames, int num_envs, int num_actions);
 
-// The arrays of a results message, in wire order within its body frame. Sizes per env depend on G (num vars).
+// The results schema: the arrays of a results message, in wire order within its body frame. This table is the
+// one C++ statement of it; INFO publishes it as "results" (and "obs" for the observation arrays), and a test
+// checks beast/envs/protocol.py's RESULT_FIELDS against that field by field.
+enum class Field : uint8_t {
+  kEnvIds, kRgb, kDepth, kEnemy, kAudio, kVars, kFinalVars,
+  kReward, kDone, kTruncated, kCrashed, kEpisodeReturn, kEpisodeLength,
+};
 struct ResultField {
+  Field id;
   const char* name;
-  std::size_t bytes_per_env;  // for vars: bytes per variable (multiply by G)
-  bool per_var;
+  const char* dtype;               // numpy's name for the little-endian element type: uint8, int16, int32, float32
+  std::size_t item_bytes;
+  std::vector<std::size_t> shape;  // per env; empty for a scalar
+  bool per_var;                    // one element per game variable: the shape is [G]
+  std::size_t bytes_per_env(std::size_t num_vars) const;
+  std::vector<std::size_t> env_shape(std::size_t num_vars) const;
 };
 const std::vector<ResultField>& result_fields();
+const ResultField& result_field(Field id);
+// `{"name": {"shape": [...], "dtype": "..."}, ...}` of the given fields (all of them if `names` is empty), in order.
+std::string fields_json(std::size_t num_vars, const std::vector<std::string>& names = {});
 constexpr std::size_t kResultAlign = 8;  // every array starts at a multiple of this offset in the body
 
 // Builds a results message for n envs: allocates its body frame once and lets the caller fill env j's rows. The

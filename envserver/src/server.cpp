@@ -21,7 +21,9 @@
 namespace beast {
 
 static_assert(kObsSide == static_cast<int>(proto::kSide), "protocol.h and doom_env.h disagree on the side");
-static_assert(kAudioChannels * kAudioSamples * sizeof(int16_t) == proto::kAudioBytes, "audio size mismatch");
+static_assert(kAudioChannels == static_cast<int>(proto::kAudioChannels) &&
+                  kAudioSamples == static_cast<int>(proto::kAudioSamples),
+              "protocol.h and doom_env.h disagree on the audio shape");
 
 namespace {
 
@@ -294,10 +296,29 @@ void Server::Impl::send_results(proto::MsgType type, const std::string& peer, ui
     const float reward = r.reward, ep_return = r.episode_return;
     const uint8_t done = r.done, truncated = r.truncated, crashed = g.outcome().crashed;
     const int32_t ep_length = r.episode_length;
-    const void* sources[] = {&env_id, g.rgb(),  g.depth(),     g.enemy(),   g.audio(),  g.vars(), g.final_vars(),
-                             &reward, &done,    &truncated,    &crashed,    &ep_return, &ep_length};
-    for (std::size_t f = 0; f < proto::result_fields().size(); ++f) {
-      std::memcpy(w.row(f, j), sources[f], w.row_bytes(f));  // x86/ARM are little-endian, the wire order
+    // Each field's source is named by its id, not its position: a field added to the schema but not here is a
+    // -Wswitch warning and a logic_error, never another field's bytes.
+    auto source = [&](proto::Field id) -> const void* {
+      switch (id) {
+        case proto::Field::kEnvIds: return &env_id;
+        case proto::Field::kRgb: return g.rgb();
+        case proto::Field::kDepth: return g.depth();
+        case proto::Field::kEnemy: return g.enemy();
+        case proto::Field::kAudio: return g.audio();
+        case proto::Field::kVars: return g.vars();
+        case proto::Field::kFinalVars: return g.final_vars();
+        case proto::Field::kReward: return &reward;
+        case proto::Field::kDone: return &done;
+        case proto::Field::kTruncated: return &truncated;
+        case proto::Field::kCrashed: return &crashed;
+        case proto::Field::kEpisodeReturn: return &ep_return;
+        case proto::Field::kEpisodeLength: return &ep_length;
+      }
+      throw std::logic_error("a result field without a source");
+    };
+    const auto& fields = proto::result_fields();
+    for (std::size_t f = 0; f < fields.size(); ++f) {
+      std::memcpy(w.row(f, j), source(fields[f].id), w.row_bytes(f));  // x86/ARM are little-endian, the wire order
     }
   }
   send(peer, w.release());
@@ -321,12 +342,9 @@ std::string Server::Impl::info_json() const {
   const std::size_t g = var_names().size();
   js << "{\"protocol_version\":" << proto::kVersion << ",\"num_envs\":" << options.num_envs
      << ",\"num_actions\":" << num_actions << ",\"action_names\":" << json_list(action_names)
-     << ",\"var_names\":" << json_list(var_names()) << ",\"obs\":{"
-     << "\"rgb\":{\"shape\":[3," << kObsSide << "," << kObsSide << "],\"dtype\":\"uint8\"},"
-     << "\"depth\":{\"shape\":[1," << kObsSide << "," << kObsSide << "],\"dtype\":\"uint8\"},"
-     << "\"enemy\":{\"shape\":[1," << kObsSide << "," << kObsSide << "],\"dtype\":\"uint8\"},"
-     << "\"audio\":{\"shape\":[" << kAudioChannels << "," << kAudioSamples << "],\"dtype\":\"int16\"},"
-     << "\"vars\":{\"shape\":[" << g << "],\"dtype\":\"float32\"}}"
+     << ",\"var_names\":" << json_list(var_names())
+     << ",\"obs\":" << proto::fields_json(g, {"rgb", "depth", "enemy", "audio", "vars"})
+     << ",\"results\":" << proto::fields_json(g)
      << ",\"frame_skip\":" << options.env.frame_skip << ",\"doom_skill\":" << options.env.doom_skill
      << ",\"scenario\":" << proto::json_quote(options.env.scenario)
      << ",\"screen_resolution\":" << proto::json_quote(options.env.screen_resolution)

@@ -17,19 +17,22 @@ import numpy as np
 import pytest
 import zmq
 
-from beast.envs import EnvClient, EnvServer, EnvServerError
+from beast.envs import AsyncEnvClient, EnvClient, EnvServer, EnvServerError
 from beast.envs.client import EnvServerTimeoutError
 from beast.envs.protocol import (
     MAGIC,
+    RESULT_FIELDS,
     VERSION,
     ErrorCode,
     Header,
     MsgType,
+    ProtocolError,
     decode_error,
     decode_results,
     encode_request,
     encode_results,
     results_layout,
+    results_schema_mismatch,
 )
 
 NUM_ENVS = 2
@@ -45,6 +48,12 @@ def server(envserver_binary: str) -> Iterator[EnvServer]:
 @pytest.fixture()
 def client(server: EnvServer) -> Iterator[EnvClient]:
     with EnvClient(server.address, timeout_ms=30_000) as c:
+        yield c
+
+
+@pytest.fixture()
+def async_client(server: EnvServer) -> Iterator[AsyncEnvClient]:
+    with AsyncEnvClient(server.address, timeout_ms=30_000) as c:
         yield c
 
 
@@ -120,38 +129,87 @@ def test_audio_is_heard_after_firing(client: EnvClient) -> None:
     assert loudest > 100, "the pistol made no sound in the audio buffer"
 
 
-def test_async_results_carry_their_env_ids(client: EnvClient) -> None:
+def test_the_servers_results_schema_is_pythons_field_by_field(client: EnvClient) -> None:
+    published = client.info.raw["results"]
+    assert list(published) == [name for name, _, _ in RESULT_FIELDS]
+    assert results_schema_mismatch(published, client.info.num_vars) is None
+    assert client.info.obs == {key: published[key] for key in ("rgb", "depth", "enemy", "audio", "vars")}
+    # And a difference in any one field is found and named (the check the client makes when it connects).
+    for i, (name, _, shape) in enumerate(RESULT_FIELDS):
+        changed = {**published, name: {"shape": published[name]["shape"] + [1], "dtype": published[name]["dtype"]}}
+        assert f"results field {i}" in str(results_schema_mismatch(changed, client.info.num_vars)), (name, shape)
+
+
+def test_async_results_carry_their_env_ids(async_client: AsyncEnvClient) -> None:
+    client = async_client
     client.reset()
     client.send([1], [MOVE_LEFT])
     ids, out = client.recv()
     assert ids.tolist() == [1] and out["rgb"].shape == (1, 3, 64, 64)
     client.send([0, 1], [ATTACK, MOVE_RIGHT])
+    assert client.in_flight == 2
     seen: list[int] = []
     while len(seen) < 2:
         ids, out = client.recv()
         assert out["env_ids"].tolist() == ids.tolist() and len(out["reward"]) == len(ids)
         seen += ids.tolist()
-    assert sorted(seen) == [0, 1]
+    assert sorted(seen) == [0, 1] and client.in_flight == 0
     with pytest.raises(EnvServerError, match="outside"):
         client.send([0], [7])
         client.recv(timeout_ms=5_000)
 
 
-def test_recv_returns_every_finished_env_in_one_call(client: EnvClient) -> None:
-    """A batcher's recv takes everything that is ready: results queued behind the first come merged with it."""
-    client.reset()
-    client.send([0], [MOVE_LEFT])
-    client.send([1], [MOVE_RIGHT])
+def _wait_readable(client: AsyncEnvClient | EnvClient) -> None:
     deadline = time.monotonic() + 30
     while client.socket.poll(0) == 0 and time.monotonic() < deadline:
         time.sleep(0.01)
-    time.sleep(1.0)  # both games are done long before this: their results are queued
+    time.sleep(1.0)  # the games are done long before this: every result is queued
+
+
+def test_recv_returns_every_finished_env_in_one_call(async_client: AsyncEnvClient) -> None:
+    """A batcher's recv takes everything that is ready: results queued behind the first come merged with it."""
+    client = async_client
+    client.reset()
+    client.send([0], [MOVE_LEFT])
+    client.send([1], [MOVE_RIGHT])
+    _wait_readable(client)
     ids, out = client.recv(timeout_ms=0)
     assert sorted(ids.tolist()) == [0, 1] and out["rgb"].shape == (2, 3, 64, 64)
     assert out["env_ids"].tolist() == ids.tolist() and out["vars"].shape == (2, client.info.num_vars)
     assert not any(a.flags.writeable for a in out.values())
     with pytest.raises(EnvServerTimeoutError):
         client.recv(timeout_ms=0)
+
+
+def test_no_call_takes_results_the_poller_waits_for(async_client: AsyncEnvClient) -> None:
+    """The batcher's socket stays readable until it receives: a heartbeat leaves queued results where they are,
+    and a sync call with steps out is refused rather than swallowing them."""
+    client = async_client
+    client.reset()
+    client.send([0, 1], [MOVE_LEFT, MOVE_RIGHT])
+    _wait_readable(client)
+    client.heartbeat()
+    with pytest.raises(RuntimeError, match="2 env steps in flight"):
+        client.reset()
+    assert client.socket.poll(0) == zmq.POLLIN
+    seen: list[int] = []
+    while len(seen) < 2:
+        ids, _ = client.recv(timeout_ms=5_000)
+        seen += ids.tolist()
+    assert sorted(seen) == [0, 1] and client.in_flight == 0
+    with pytest.raises(EnvServerTimeoutError):  # the PONG was dropped, not returned as results
+        client.recv(timeout_ms=500)
+    client.reset()  # nothing out: sync calls work again
+
+
+def test_a_sync_client_refuses_async_results(client: EnvClient) -> None:
+    """Results a sync call runs into were asked for by someone else on the same socket: an error, never kept aside
+    where no poller would see them."""
+    client.reset()
+    client.socket.send_multipart(encode_request(MsgType.SEND, 99, env_ids=[0], actions=[MOVE_LEFT]))
+    assert client.socket.poll(30_000) == zmq.POLLIN  # the results are queued before the ping goes out
+    with pytest.raises(ProtocolError, match="async results arrived during a PONG call"):
+        client.ping()
 
 
 def test_results_decode_and_re_encode_to_the_servers_exact_bytes(server: EnvServer) -> None:
@@ -288,7 +346,11 @@ def test_a_crashed_game_is_restarted_and_reported_while_the_others_continue(
 
 
 def test_a_stalled_game_does_not_stall_the_others(envserver_binary: str) -> None:
-    with EnvServer(scenario="basic", num_envs=2, seed=8, binary=envserver_binary) as srv, EnvClient(srv.address) as c:
+    with (
+        EnvServer(scenario="basic", num_envs=2, seed=8, binary=envserver_binary) as srv,
+        AsyncEnvClient(srv.address) as c,
+        EnvClient(srv.address) as other,
+    ):
         c.reset()
         frozen = c.info.engine_pids[0]
         os.kill(frozen, signal.SIGSTOP)
@@ -298,7 +360,7 @@ def test_a_stalled_game_does_not_stall_the_others(envserver_binary: str) -> None
                 ids, _ = c.recv(timeout_ms=10_000)
                 assert ids.tolist() == [1]
                 c.send([1], [MOVE_RIGHT])
-            assert c.ping() < 5.0  # and the server still answers at once
+            assert other.ping() < 5.0  # and the server still answers at once
         finally:
             os.kill(frozen, signal.SIGCONT)
         seen = set()

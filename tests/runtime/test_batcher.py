@@ -4,6 +4,8 @@ recurrent state isolation, and the reset of an env's state at `done`."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 import threading
 import time
 
@@ -11,19 +13,21 @@ import numpy as np
 import torch
 
 from beast.model import build_model
-from beast.runtime.batcher import Arrival
+from beast.runtime.server_io import Arrival
 from beast.runtime.weights import ModelPolicy, PolicyWeights, RandomPolicy
 
 
 class RecordingPolicy(RandomPolicy):
-    """Uniform random actions; remembers every batch size it was asked to act on."""
+    """Uniform random actions; remembers the size of every batch it was asked to act on, and when."""
 
     def __init__(self, num_actions: int) -> None:
         super().__init__(num_actions)
         self.sizes: list[int] = []
+        self.times: list[float] = []
 
     def act(self, inputs, state):
         self.sizes.append(int(inputs["done"].shape[1]))
+        self.times.append(time.monotonic())
         return super().act(inputs, state)
 
 
@@ -47,14 +51,22 @@ def run_for(batcher, pool, stop, seconds: float) -> None:
 
 
 def test_partial_batches_run_after_the_wait_limit(small_cfg, env_set, batcher_factory) -> None:
-    # 3 envs can never fill a batch of 64: every batch is partial and must still be run after the 5 ms wait.
+    # One of 3 games is frozen (SIGSTOP): its env never arrives, so no batch can be complete, and the other two
+    # must still be run every max_inference_wait_ms (5 ms), not every idle poll (POLL_MS, 100 ms) or never.
     cfg = dataclasses.replace(small_cfg, max_inference_batch=64, max_inference_wait_ms=5.0)
     envs, first = env_set(cfg)
     policy = RecordingPolicy(envs.num_actions)
     batcher, pool, stop = batcher_factory(cfg, envs, first, policy, ())
-    run_for(batcher, pool, stop, 3.0)
-    assert batcher.steps > 30, f"only {batcher.steps} steps in 3 s"
-    assert policy.sizes and max(policy.sizes) <= envs.num_envs < cfg.max_inference_batch
+    frozen = envs.slots[0].client.info.engine_pids[0]
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        run_for(batcher, pool, stop, 3.0)
+    finally:
+        os.kill(frozen, signal.SIGCONT)
+    waits = np.diff(policy.times[5:])
+    assert batcher.steps > 3.0 / 0.02, f"only {batcher.steps} steps in 3 s: partial batches waited too long"
+    assert np.median(waits) < 0.02, f"median {1e3 * np.median(waits):.1f} ms between batches, asked for 5 ms"
+    assert max(policy.sizes[5:]) <= envs.num_envs - 1 < cfg.max_inference_batch
 
 
 def test_batches_never_exceed_the_cap(small_cfg, env_set, batcher_factory) -> None:
@@ -99,9 +111,9 @@ def test_each_env_keeps_its_own_state(small_cfg, env_set, batcher_factory) -> No
         assert torch.equal(s[[0, 2]], b[[0, 2]]), "stepping envs 1 and 3 changed the state of envs 0 and 2"
         assert not torch.equal(s[[1, 3]], b[[1, 3]]), "the stepped envs' state did not advance"
     # And env 3's new state is what the model computes from env 3's old state alone (batch of one).
-    inputs = batcher.pool.storage
-    slot = int(batcher.slot[3]) - 1
-    buf = int(batcher.buffer[3])
+    inputs = batcher.writer.pool.storage
+    slot = int(batcher.writer.slot[3]) - 1
+    buf = int(batcher.writer.buffer[3])
     one = {
         key: inputs[key][slot : slot + 1, buf : buf + 1]
         for key in ("rgb", "depth", "enemy", "audio", "reward", "done", "last_action")
@@ -122,8 +134,8 @@ def test_done_resets_the_env_state(small_cfg, env_set, batcher_factory) -> None:
     batcher.step([arrival(first, [0, 1], done=True)])
     after_done = tuple(s.clone() for s in batcher.state)
     # Recorded as an episode start.
-    recorded = batcher.buffer[[0, 1]].copy()
-    assert batcher.pool.storage["done"][0, recorded].all()
+    recorded = batcher.writer.buffer[[0, 1]].copy()
+    assert batcher.writer.pool.storage["done"][0, recorded].all()
     # Same observations, from a zero state and another last action: an episode start must see neither the
     # previous episode's state nor its last action.
     for s in batcher.state:
@@ -139,24 +151,37 @@ def test_done_resets_the_env_state(small_cfg, env_set, batcher_factory) -> None:
     assert any(not torch.allclose(s, a, atol=1e-3) for s, a in zip(batcher.state, after_done, strict=True))
 
 
-def test_servers_outlive_a_learner_slower_than_their_idle_timeout(small_cfg, env_set, batcher_factory) -> None:
+def test_stepping_resumes_after_a_learner_slower_than_the_idle_timeout(small_cfg, env_set, batcher_factory) -> None:
     # Nobody consumes full rollouts: the batcher fills every buffer, then waits for one far longer than the
-    # servers' idle timeout, as it would behind a slow learner step. Its pings must keep the servers serving.
+    # servers' idle timeout, as it would behind a slow learner step. Its keep-alives must keep the servers serving
+    # without taking the results of the steps already sent: once buffers come free, every env steps on at once.
     cfg = dataclasses.replace(small_cfg, envserver_idle_timeout_s=1.5)
     envs, first = env_set(cfg)
-    batcher, _, stop = batcher_factory(cfg, envs, first, RandomPolicy(envs.num_actions), ())
+    batcher, pool, stop = batcher_factory(cfg, envs, first, RandomPolicy(envs.num_actions), ())
     thread = threading.Thread(target=batcher.run, daemon=True)
     thread.start()
     try:
         deadline = time.monotonic() + 30.0
-        while not batcher.waiting_for_buffer:
+        while not batcher.writer.waiting_for_buffer:
             assert time.monotonic() < deadline, "the batcher never ran out of buffers"
             time.sleep(0.05)
         time.sleep(4 * cfg.envserver_idle_timeout_s)
-        assert batcher.waiting_for_buffer
+        assert batcher.writer.waiting_for_buffer
         assert all(slot.local is not None and slot.local.alive() for slot in envs.slots)
+        stalled_at = batcher.steps
+        freed = time.monotonic()
+        # From now on every full rollout is consumed: a whole rollout more per env must come within a second.
+        while batcher.steps < stalled_at + envs.num_envs * (cfg.unroll_length + 1):
+            assert time.monotonic() - freed < 1.0, (
+                f"{batcher.steps - stalled_at} steps in the second after buffers came free: the stepping stalled"
+            )
+            ids = pool.take(1, threading.Event(), poll_s=0.01) if pool.occupancy()["full"] else None
+            if ids:
+                pool.gather(ids)
+            else:
+                time.sleep(0.005)
     finally:
         stop.set()
         thread.join(10.0)
     assert batcher.error is None, batcher.error
-    assert batcher.server_errors == [] and batcher.dropped_rollouts == 0
+    assert batcher.io.server_errors == [] and batcher.writer.dropped_rollouts == 0

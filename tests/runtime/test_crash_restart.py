@@ -55,8 +55,8 @@ def test_a_killed_server_is_restarted_and_its_unfinished_rollouts_are_dropped(
     assert killed
 
     assert victim.up and victim.local is not None and victim.local.pid != old_pid
-    assert any("restarting" in message for message in batcher.server_errors), batcher.server_errors
-    assert batcher.dropped_rollouts == victim.num_envs  # each env was filling one when its server died
+    assert any("restarting" in message for message in batcher.io.server_errors), batcher.io.server_errors
+    assert batcher.writer.dropped_rollouts == victim.num_envs  # each env was filling one when its server died
 
     for env in victim_envs:
         mine = [(index, begins) for e, index, begins in rollouts if e == env]
@@ -72,5 +72,5 @@ def test_a_killed_server_is_restarted_and_its_unfinished_rollouts_are_dropped(
 
     # No buffer leaked: every one is free, full, or the one an env is filling now.
     occupancy = pool.occupancy()
-    held = int((batcher.buffer >= 0).sum())
+    held = int((batcher.writer.buffer >= 0).sum())
     assert occupancy["free"] + occupancy["full"] + held == pool.num_buffers, (occupancy, held)
