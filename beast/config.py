@@ -121,6 +121,11 @@ class Config:
     shaping_terminal_coef: float = setting(
         0.1, "Weight of the scenario's own reward on the step that ends an episode (e.g. the vest, death)."
     )
+    health_potential_coef: float = setting(
+        0.0,
+        "With --reward-mode=scenario: add w*(gamma*HEALTH(s') - HEALTH(s)) to the scenario's reward (0: off). "
+        "A potential term: it pays a medkit and charges a hit at once without changing which policy is optimal.",
+    )
 
     # --- model -----------------------------------------------------------------------------------------------
     core: str = setting(
@@ -279,6 +284,7 @@ class Config:
             "warmup_logit_noise",
             "loss_grad_norm_interval",
             "entropy_cost",
+            "health_potential_coef",
             "baseline_cost",
             "envserver_idle_timeout_s",
             "num_buffers",

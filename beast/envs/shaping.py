@@ -14,6 +14,10 @@ terms and weights are kept; three flaws are mended so that the shaping cannot be
 * the scenario's own reward on the step that *ends* an episode (deadly_corridor: +1,000 at the vest, −100 for
   dying) stays in, weighted by `shaping_terminal_coef`: what the scenario calls success still pays.
 
+With the scenario's own reward, `--health-potential-coef w` adds one potential term, `w * (gamma * H(s') - H(s))`
+of the HEALTH variable (H = 0 at a terminal state): survival scenarios pay +1 a tic alive, so a medkit or a hit
+would otherwise count only through a death that comes later; as a potential it cannot change the optimal policy.
+
 The training reward is then `clip(reward_scale * sum of terms)`: the one place that scales and clips, so the
 learner's targets and the reward the model reads as input are the same number. Each term is summed per episode
 and reported on its own (`reward/<term>`), so a user sees what the agent is paid for.
@@ -36,6 +40,7 @@ from beast.config import Config
 REQUIRED_VARS = ("POSITION_X", "POSITION_Y", "HITS_TAKEN", "HITCOUNT", "KILLCOUNT", "DAMAGE_TAKEN")
 SHAPED_TERMS = ("travel", "hits_taken", "hits", "kills", "potential", "terminal")
 SCENARIO_TERMS = ("scenario",)
+HEALTH_TERM = "health"  # with --health-potential-coef: w * (gamma * HEALTH(s') - HEALTH(s)) beside the scenario's
 EPISODE_WINDOW = 100  # episodes whose per-term sums `term_stats` averages
 
 
@@ -88,7 +93,16 @@ class RewardShaper:
         self.mode = cfg.reward_mode
         self.scale = cfg.reward_scale
         self.clipping = cfg.reward_clipping
-        self.terms = SHAPED_TERMS if self.mode == "shaped" else SCENARIO_TERMS
+        self.health_coef = cfg.health_potential_coef if self.mode == "scenario" else 0.0
+        if self.health_coef and "HEALTH" not in var_names:
+            raise ValueError(
+                "--health-potential-coef needs the HEALTH game variable, which the env server does not send; "
+                "set it to 0 or use an env server that reports it."
+            )
+        self.terms: tuple[str, ...] = SHAPED_TERMS if self.mode == "shaped" else SCENARIO_TERMS
+        if self.health_coef:
+            self.terms = (*SCENARIO_TERMS, HEALTH_TERM)
+        self.gamma = cfg.discounting
         self.columns = {name: i for i, name in enumerate(var_names)}
         self.weights = ShapingWeights.from_config(cfg)
         self.prev_vars = np.zeros((num_envs, len(var_names)), dtype=np.float32)
@@ -121,11 +135,14 @@ class RewardShaper:
         next episode's first state, `final_vars[i]` the ended episode's last variables.
         """
         done = done.astype(bool)
+        arrived = np.where(done[:, None], final_vars, vars_).astype(np.float64)
+        terminal = done & ~truncated.astype(bool)
         if self.mode == "shaped":
-            arrived = np.where(done[:, None], final_vars, vars_).astype(np.float64)
-            terms = self._shaped_terms(env_ids, arrived, scenario_reward, done & ~truncated.astype(bool))
+            terms = self._shaped_terms(env_ids, arrived, scenario_reward, terminal)
         else:
             terms = scenario_reward.astype(np.float64)[:, None]
+            if self.health_coef:
+                terms = np.concatenate([terms, self._health_term(env_ids, arrived, terminal)[:, None]], axis=1)
         self.episode_terms[env_ids] += terms
         self.prev_vars[env_ids] = vars_
         if done.any():
@@ -142,6 +159,14 @@ class RewardShaper:
         if finished is None:
             return {f"reward/{term}": None for term in self.terms}
         return {f"reward/{term}": float(v) for term, v in zip(self.terms, finished.mean(axis=0), strict=True)}
+
+    def _health_term(self, env_ids: np.ndarray, arrived: np.ndarray, terminal: np.ndarray) -> np.ndarray:
+        """`w * (gamma * H(s') - H(s))` with H the HEALTH variable, and H = 0 at a terminal state: the terms of an
+        episode sum to `-w * H(s_0)` whatever the policy did (discounted), so it cannot change the optimal policy."""
+        column = self.columns["HEALTH"]
+        before = self.prev_vars[env_ids, column].astype(np.float64)
+        after = np.where(terminal, 0.0, arrived[:, column])
+        return self.health_coef * (self.gamma * after - before)
 
     def _position(self, vars_: np.ndarray) -> np.ndarray:
         return vars_[:, [self.columns["POSITION_X"], self.columns["POSITION_Y"]]].astype(np.float64)

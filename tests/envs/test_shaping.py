@@ -160,3 +160,27 @@ def test_scale_and_clipping_are_applied_once_to_the_sum_and_terms_are_reported_p
 def test_shaping_without_the_needed_variables_fails_with_the_fix() -> None:
     with pytest.raises(ValueError, match="--reward-mode=scenario"):
         RewardShaper(["HEALTH"], Config(reward_mode="shaped"), num_envs=1)
+
+
+def test_the_health_potential_pays_a_medkit_charges_a_hit_and_telescopes_away() -> None:
+    gamma, w = 0.9, 0.5
+    cfg = Config(reward_mode="scenario", health_potential_coef=w, discounting=gamma)
+    shaper = RewardShaper(NAMES, cfg, num_envs=1)
+    assert shaper.terms == ("scenario", "health")
+    healths = [100.0, 125.0, 110.0, 40.0]  # a medkit, a hit, then death (H(terminal) = 0)
+    terms = play(shaper, [state(health=h) for h in healths], scenario=[1.0, 1.0, -100.0], end="terminal")
+    assert terms[:, 0].tolist() == [1.0, 1.0, -100.0]  # the scenario's reward is kept as it is
+    expected = [w * (gamma * 125 - 100), w * (gamma * 110 - 125), w * (gamma * 0 - 110)]
+    assert terms[:, 1] == pytest.approx(expected)
+    assert terms[0, 1] > 0 > terms[1, 1]
+    # Discounted, an episode's health terms sum to -w * H(s_0), whatever happened in it.
+    assert sum(gamma**t * v for t, v in enumerate(terms[:, 1])) == pytest.approx(-w * healths[0])
+    # At a time-out the episode is cut, not ended: H(s') is kept.
+    cut = play(shaper, [state(health=h) for h in healths[:2]], end="truncated")
+    assert cut[0, 1] == pytest.approx(w * (gamma * 125 - 100))
+
+
+def test_the_health_potential_is_off_by_default_and_needs_the_health_variable() -> None:
+    assert RewardShaper(NAMES, Config(), num_envs=1).terms == ("scenario",)
+    with pytest.raises(ValueError, match="HEALTH"):
+        RewardShaper(list(REQUIRED_VARS), Config(health_potential_coef=1.0), num_envs=1)
