@@ -7,7 +7,7 @@ APT_PACKAGES := build-essential cmake pkg-config git libboost-filesystem-dev lib
 	libboost-regex-dev libboost-iostreams-dev libzmq3-dev cppzmq-dev libsodium-dev libopenal1 python3-venv
 ARGS ?=
 
-.PHONY: setup apt venv envserver train test bench lint clean
+.PHONY: setup apt venv envserver train test bench lint clean serve-host
 
 setup: apt venv envserver
 
@@ -48,5 +48,18 @@ lint: venv
 	$(VENV)/bin/ruff format --check beast tests run.py
 	$(VENV)/bin/mypy beast run.py
 
+# An env host, serving games to a trainer elsewhere (run.py --mode=serve): the env server, its launcher and what
+# they import (vizdoom, pyzmq, numpy at pyproject's pins), in a venv of their own; no torch, nothing of the trainer.
+HOST_VENV ?= .venv-host
+HOST_DEPS = vizdoom pyzmq numpy
+
+serve-host: apt
+	test -x $(HOST_VENV)/bin/python || python3 -m venv $(HOST_VENV)
+	$(HOST_VENV)/bin/python -m pip install -q $$(python3 -c 'import re, sys, tomllib; \
+		deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]; \
+		print(" ".join(repr(d) for d in deps if re.split("[=<>]", d)[0] in sys.argv[1:]))' $(HOST_DEPS))
+	PYTHON=$(abspath $(HOST_VENV))/bin/python bash envserver/build.sh
+	PYTHONPATH=$(CURDIR) $(HOST_VENV)/bin/python run.py --mode=serve $(ARGS)
+
 clean:
-	rm -rf envserver/build $(VENV)
+	rm -rf envserver/build $(VENV) $(HOST_VENV)

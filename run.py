@@ -8,7 +8,13 @@ import sys
 
 from beast.cli import parse_config
 
-MODES = {"train": "beast.train", "test": "beast.evaluate", "bench": "beast.bench", "plot": "beast.plots"}
+MODES = {
+    "train": "beast.train",
+    "test": "beast.evaluate",
+    "bench": "beast.bench",
+    "plot": "beast.plots",
+    "serve": "beast.serve",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

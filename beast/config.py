@@ -61,8 +61,9 @@ class Config:
     # --- run -------------------------------------------------------------------------------------------------
     mode: str = setting(
         "train",
-        "What to do: train a policy, test a checkpoint, bench the parts, or plot a run's logs.csv as PNGs.",
-        choices=("train", "test", "bench", "plot"),
+        "What to do: train a policy, test a checkpoint, bench the parts, plot a run's logs.csv as PNGs, or serve "
+        "games to a trainer on another host.",
+        choices=("train", "test", "bench", "plot", "serve"),
     )
     xpid: str = setting("", "Experiment id; logs and checkpoints go to SAVEDIR/XPID. Empty: a timestamped id.")
     savedir: str = setting("runs", "Root folder for experiments (logs, checkpoints, config, evaluation).")
@@ -88,6 +89,11 @@ class Config:
     envserver_idle_timeout_s: float = setting(
         30.0, "An env server exits after this many seconds without a message from its client."
     )
+    envserver_hang_timeout_s: float = setting(
+        60.0,
+        "A server with steps out and no result for this many seconds is taken as dead and restarted (a remote "
+        "server that was restarted under its address looks like this: its new games know nothing of our steps).",
+    )
     envserver_startup_timeout_s: float = setting(
         180.0, "A local env server that has not started its games after this many seconds has failed to start."
     )
@@ -98,6 +104,12 @@ class Config:
     )
     curve_server_key: str = setting(
         "", "File holding the Z85 public CURVE key of remote env servers (required for tcp:// addresses off loopback)."
+    )
+    curve_client_key: str = setting(
+        "",
+        "File holding this trainer's own CURVE keypair, created (with FILE.pub) if missing; remote env servers serve "
+        "only the public keys in their allow-list (--mode=serve: CURVE_DIR/allowed_clients). Empty: a throwaway "
+        "key, which such a server refuses.",
     )
 
     # --- reward ----------------------------------------------------------------------------------------------
@@ -224,6 +236,10 @@ class Config:
     )
     eval_episodes: int = setting(10, "Episodes per policy (greedy and sampled) of each evaluation during training.")
     eval_envs: int = setting(5, "Games of the evaluation env server during training (episodes are shared out).")
+    distributed_timeout_s: float = setting(
+        300.0,
+        "Synchronous learners (torchrun): how long a rank waits for the others at a collective before the job fails.",
+    )
 
     # --- test and plot ---------------------------------------------------------------------------------------
     checkpoint: str = setting("", "Checkpoint file for --mode=test; empty: the latest in SAVEDIR/XPID.")
@@ -241,6 +257,19 @@ class Config:
         "wall time beside the run's returns (wall_time.png).",
     )
 
+    # --- serve -----------------------------------------------------------------------------------------------
+    listen: str = setting(
+        "",
+        "With --mode=serve: the address to serve games on, e.g. tcp://0.0.0.0:5555 (off loopback it serves with "
+        "CURVE, keys in --curve-dir).",
+    )
+    curve_dir: str = setting(
+        "curve",
+        "With --mode=serve: the folder of the server's CURVE keypair (server.key, and server.pub for the trainers' "
+        "--curve-server-key; created if missing) and of its allow-list allowed_clients (the trainers' public keys, "
+        "one per line).",
+    )
+
     # --- bench -----------------------------------------------------------------------------------------------
     bench_seconds: float = setting(10.0, "Measurement time of each benchmark row.")
     bench_envs: str = setting("4,8", "Comma-separated game counts K for the env benchmark.")
@@ -255,6 +284,7 @@ class Config:
         positive = (
             "frame_skip",
             "envserver_startup_timeout_s",
+            "envserver_hang_timeout_s",
             "num_servers",
             "envs_per_server",
             "d_model",
@@ -274,6 +304,7 @@ class Config:
             "eval_envs",
             "checkpoint_interval_min",
             "log_interval_s",
+            "distributed_timeout_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -327,6 +358,15 @@ class Config:
             raise ConfigError(
                 f"--expand x --d-model ({self.expand * self.d_model}) must be a multiple of --headdim "
                 f"({self.headdim}); pick --headdim dividing it."
+            )
+        from beast.envs.curve import is_loopback_or_local  # here: beast.envs imports this module
+
+        elsewhere = [address for address in self.remote_server_list() if not is_loopback_or_local(address)]
+        if elsewhere and not (self.curve_server_key and self.curve_client_key):
+            raise ConfigError(
+                f"--env-servers {elsewhere[0]} is on another host: pass --curve-server-key FILE (its server.pub) and "
+                "--curve-client-key FILE (this trainer's keypair, created if missing; FILE.pub goes into the "
+                "server's allowed_clients)."
             )
         if self.scenario.endswith(".cfg") and not os.path.isfile(self.scenario):
             raise ConfigError(

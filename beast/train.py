@@ -6,6 +6,10 @@ Three threads (docs/architecture.md, "Runtime"):
   * this (main) thread starts and stops everything, feeds the progress view and the logs, writes checkpoints on
     schedule and at the end, and turns Ctrl-C / SIGTERM into an orderly stop.
 
+Synchronous learners: `torchrun --nproc_per_node=N run.py --mode=train` runs N such trainers, one per rank, whose
+learner threads average their gradients every step (`runtime.distributed`); rank 0 alone logs, shows progress,
+evaluates and checkpoints, with the frame and episode counters summed over the ranks.
+
 Stopping: the first SIGINT/SIGTERM sets the stop event. The batcher drops the step in flight (its results are
 never read), the learner finishes the step it is in, a final checkpoint is written, the env servers are stopped
 (their games and engines with them), and the process exits 0. A second signal interrupts at once (the servers are
@@ -14,14 +18,12 @@ still stopped, by `finally` and by their own parent-death watch).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,20 +50,34 @@ from beast.runtime.checkpoint import (
     save_checkpoint,
 )
 from beast.runtime.curriculum import Curriculum
+from beast.runtime.distributed import (
+    RankSync,
+    World,
+    broadcast_state,
+    broadcast_text,
+    gather_fingerprints,
+    init_process_group,
+    rank_config,
+    rank_device,
+)
 from beast.runtime.envs import EnvSet
 from beast.runtime.evaluator import PeriodicEvaluator
 from beast.runtime.learner_thread import LearnerThread
 from beast.runtime.weights import ModelPolicy, PolicyWeights
+from beast.signals import stop_on_signals
 
 JOIN_TIMEOUT_S = 60.0  # a learner step of the default model on 2 CPU cores takes ~1-3 s; this is a hang
 TICK_S = 0.25
 
 
-def extend_schedule(scheduler: LinearDecay, optimizer: torch.optim.Optimizer, cfg: Config) -> None:
-    """After loading a checkpoint's schedule, decay over *this* run's `--total-frames`: resuming with a larger
-    budget extends the run, and without this the rate would stay at the old budget's end, zero."""
+def extend_schedule(
+    scheduler: LinearDecay, optimizer: torch.optim.Optimizer, cfg: Config, frames_per_step: int
+) -> None:
+    """After loading a checkpoint's schedule, decay over *this* run's `--total-frames` and batch (`frames_per_step`,
+    all ranks together): resuming with a larger budget extends the run, and without this the rate would stay at
+    the old budget's end, zero."""
     scheduler.total_frames = cfg.total_frames
-    scheduler.frames_per_step = frames_per_learner_step(cfg)
+    scheduler.frames_per_step = frames_per_step
     factor = scheduler.factor(scheduler.last_epoch)
     for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
         group["lr"] = float(base) * factor
@@ -79,35 +95,21 @@ def best_return(run_path: Path) -> float:
         return -math.inf
 
 
-@contextlib.contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGINT/SIGTERM set `stop` (a second one raises KeyboardInterrupt); the old handlers come back after."""
-
-    def handler(signum: int, frame: Any) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 class Meter:
     """Turns the threads' running totals into the rates and fractions the view and the logs show."""
 
-    def __init__(self, batcher: Batcher, learner: LearnerThread, pool: BufferPool, cfg: Config) -> None:
+    def __init__(
+        self, batcher: Batcher, learner: LearnerThread, pool: BufferPool, cfg: Config, env_steps: Callable[[], int]
+    ) -> None:
         self.batcher, self.learner, self.pool, self.cfg = batcher, learner, pool, cfg
+        self.env_steps = env_steps  # () -> the run's env steps (all ranks'; the model and learner times are ours)
         self._last = self._totals()
 
     def _totals(self) -> dict[str, float]:
         b, lt = self.batcher, self.learner
         return {
             "time": time.monotonic(),
-            "env_steps": b.steps,
+            "env_steps": self.env_steps(),
             "batches": b.batches,
             "inference_s": b.inference_s,
             "wait_buffer_s": b.writer.wait_buffer_s,
@@ -145,20 +147,38 @@ class Meter:
         return ""
 
 
+class _Silent:
+    """The logger and the progress view of a rank other than 0: rank 0 alone writes the run's files and shows it."""
+
+    def __enter__(self) -> _Silent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def log(self, counters: Any, stats: Any) -> None:
+        return None
+
+    def update(self, snapshot: Any) -> None:
+        return None
+
+
 class Trainer:
     """Everything one run holds. `build()` starts the env servers and makes the model, optimiser, buffer pool,
     learner and batcher (after it, `counters`, `save` and `stats` work); `run()` builds if need be, then trains until
     the frame budget is spent or a stop is requested."""
 
-    def __init__(self, cfg: Config, run_path: Path, stop: threading.Event) -> None:
+    def __init__(self, cfg: Config, run_path: Path, stop: threading.Event, world: World | None = None) -> None:
         self.cfg = cfg
         self.run_path = run_path
         self.stop = stop
-        self.device = resolve_device(cfg.device)
-        self.envs = EnvSet(cfg)
+        self.world = world or World()
+        self.device = rank_device(resolve_device(cfg.device), self.world)
+        self.envs = EnvSet(rank_config(cfg, self.world))
         self.counters_base = {"env_steps": 0, "episodes": 0}
         self.checkpoint_path = run_path / CHECKPOINT_NAME
         self.resumed_at: int | None = None  # the frames of the checkpoint a resumed run continues from
+        self._errors_reported = 0
         self.built = False
 
     def build(self) -> Trainer:
@@ -174,16 +194,19 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         model = build_model(cfg, num_actions).to(self.device)
         optimizer = build_optimizer(model.parameters(), cfg)
-        scheduler = build_scheduler(optimizer, cfg)
+        frames_per_step = frames_per_learner_step(cfg, self.world.size)
+        scheduler = build_scheduler(optimizer, cfg, frames_per_step)
         counters: dict[str, int] = {}
         if payload is not None:
             model.load_state_dict(payload["model"])
             optimizer.load_state_dict(payload["optimizer"])
             if payload["scheduler"] is not None:
                 scheduler.load_state_dict(payload["scheduler"])
-                extend_schedule(scheduler, optimizer, cfg)
+                extend_schedule(scheduler, optimizer, cfg, frames_per_step)
             counters = dict(payload["counters"])
             self.counters_base = {k: counters.get(k, 0) for k in self.counters_base}
+            self._say_world_change(counters.get("ranks", 1))
+        broadcast_state(model, self.world)
         model.train()
         inference = build_model(cfg, num_actions).to(self.device)
         weights = PolicyWeights(inference)
@@ -193,6 +216,16 @@ class Trainer:
         specs = rollout_specs(self.envs.info.obs, num_actions)  # type: ignore[union-attr]
         pool = BufferPool(
             buffers, cfg.unroll_length, specs, model.initial_state(1, "cpu"), pin_memory=self.device.type == "cuda"
+        )
+        self.sync = (
+            RankSync(
+                self.world,
+                self.device,
+                local_counts=lambda: (self.batcher.steps, self.batcher.episode_log.episodes),
+                skill=lambda: self.envs.cfg.doom_skill,
+            )
+            if self.world.distributed
+            else None
         )
         learner = LearnerThread(
             cfg,
@@ -205,12 +238,15 @@ class Trainer:
             self.stop,
             learner_steps=counters.get("learner_steps", 0),
             frames=counters.get("frames", 0),
+            sync=self.sync,
+            frames_per_step=frames_per_step,
         )
-        policy = ModelPolicy(weights, cfg, lambda: learner.frames, seed=cfg.seed + learner.steps)
-        self.batcher = Batcher(cfg, self.envs, pool, policy, self.device, self.stop, first)
+        rank_cfg = self.envs.cfg
+        policy = ModelPolicy(weights, cfg, lambda: learner.frames, seed=rank_cfg.seed + learner.steps)
+        self.batcher = Batcher(rank_cfg, self.envs, pool, policy, self.device, self.stop, first)
         self.learner, self.pool, self.weights = learner, pool, weights
         self.model, self.optimizer, self.scheduler, self.num_actions = model, optimizer, scheduler, num_actions
-        self.meter = Meter(self.batcher, learner, pool, cfg)
+        self.meter = Meter(self.batcher, learner, pool, cfg, lambda: self._run_totals()[0])
         self.resumed_at = counters.get("frames") if payload is not None else None
         self.built = True
         return self
@@ -227,12 +263,14 @@ class Trainer:
             threading.Thread(target=learner.run, name="learner", daemon=True),
         ]
         resumed = self.resumed_at is not None
+        main = self.world.is_main
         with (
-            RunLogger(self.run_path, cfg, purge_from=self.resumed_at) as logger,
-            ProgressView(cfg, cfg.total_frames) as view,
+            RunLogger(self.run_path, cfg, purge_from=self.resumed_at) if main else _Silent() as logger,
+            ProgressView(cfg, cfg.total_frames) if main else _Silent() as view,
         ):
             self.evaluator = PeriodicEvaluator(
-                self.envs.cfg,
+                # Rank 0 evaluates (and so runs the curriculum) for every rank.
+                self.envs.cfg if main else dataclasses.replace(self.envs.cfg, eval_interval_frames=0),
                 self.weights,
                 self.num_actions,
                 self.run_path,
@@ -262,6 +300,8 @@ class Trainer:
                     logger.log(self.counters(), self.stats())
         if error is not None:
             raise error
+        if not stuck and self.world.distributed and not self._same_weights_everywhere():
+            return 1
         counters = self.counters()
         if stuck:
             # Saving while a thread may still change the model would write a checkpoint that never existed.
@@ -271,6 +311,8 @@ class Trainer:
                 file=sys.stderr,
             )
             return 1
+        if not main:
+            return 0
         print(
             f"beast: stopped at {counters['frames']:,} frames ({counters['learner_steps']:,} learner steps, "
             f"{counters['episodes']:,} episodes); checkpoint {self.checkpoint_path}"
@@ -306,6 +348,9 @@ class Trainer:
             # The view shows the row last logged, with the counters and the buffers of this moment.
             view.update({**logged, **self.counters(), **self._occupancy(), "waiting": self.meter.waiting()})
             self.evaluator.maybe_start(self.counters())
+            if self.sync is not None and self.sync.leader_skill != self.envs.cfg.doom_skill:
+                self._set_skill(self.sync.leader_skill)  # rank 0's curriculum moved on
+            self._report_server_errors()
             if self.evaluator.error is not None:
                 print(f"beast: evaluation failed ({self.evaluator.error}); training goes on", file=sys.stderr)
                 self.evaluator.error = None
@@ -313,15 +358,25 @@ class Trainer:
                 next_checkpoint = now + cfg.checkpoint_interval_min * 60.0
                 self.save()
 
+    def _report_server_errors(self) -> None:
+        """Say on stderr what happened to a server (down, restarting, a failed restart) as it happens."""
+        errors = self.batcher.io.server_errors
+        count = len(errors)  # other threads append: take the ones there now, the rest next tick
+        for message in errors[self._errors_reported : count]:
+            print(f"beast: {message}", file=sys.stderr)
+        self._errors_reported = count
+
     def counters(self) -> dict[str, int]:
-        steps = self.counters_base["env_steps"] + self.batcher.steps
+        env_steps, episodes = self._run_totals()
+        steps = self.counters_base["env_steps"] + env_steps
         return {
             "frames": self.learner.frames,
             "learner_steps": self.learner.steps,
             "env_steps": steps,
             "env_frames": steps * self.cfg.frame_skip,
-            "episodes": self.counters_base["episodes"] + self.batcher.episode_log.episodes,
+            "episodes": self.counters_base["episodes"] + episodes,
             "doom_skill": self.envs.cfg.doom_skill,
+            "ranks": self.world.size,
         }
 
     def _after_evaluation(self, stats: dict[str, float | None]) -> dict[str, float | None]:
@@ -329,11 +384,40 @@ class Trainer:
         plays it from now on, with a best return of its own."""
         skill = self.curriculum.after_evaluation(stats)
         if skill is not None:
-            self.envs.cfg = dataclasses.replace(self.envs.cfg, doom_skill=skill)
-            self.evaluator.cfg = dataclasses.replace(self.evaluator.cfg, doom_skill=skill)
-            self.evaluator.best_return = -math.inf
-            self.batcher.io.restart_local = f"curriculum: doom skill {skill}"
+            self._set_skill(skill)
         return stats
+
+    def _set_skill(self, skill: int) -> None:
+        self.envs.cfg = dataclasses.replace(self.envs.cfg, doom_skill=skill)
+        self.evaluator.cfg = dataclasses.replace(self.evaluator.cfg, doom_skill=skill)
+        self.evaluator.best_return = -math.inf
+        self.batcher.io.restart_local = f"curriculum: doom skill {skill}"
+
+    def _same_weights_everywhere(self) -> bool:
+        """After the last step every rank must hold the same weights; rank 0 says so, or names the ranks that differ."""
+        prints = gather_fingerprints(self.model, self.world, self.device)
+        if not self.world.is_main:
+            return len(set(prints)) == 1
+        if len(set(prints)) == 1:
+            print(f"beast: the {self.world.size} ranks hold the same weights (crc32 {prints[0]:08x})")
+            return True
+        differ = [rank for rank, value in enumerate(prints) if value != prints[0]]
+        print(f"beast: ranks {differ} hold weights that differ from rank 0's: the learners diverged", file=sys.stderr)
+        return False
+
+    def _run_totals(self) -> tuple[int, int]:
+        """(env steps, episodes) of this run so far: every rank's, as of the last learner step, with ranks."""
+        if self.sync is not None:
+            return self.sync.env_steps, self.sync.episodes
+        return self.batcher.steps, self.batcher.episode_log.episodes
+
+    def _say_world_change(self, saved_ranks: int) -> None:
+        if saved_ranks != self.world.size and self.world.is_main:
+            print(
+                f"beast: resuming a run of {saved_ranks} rank(s) on {self.world.size}: the counters and the learning "
+                f"rate's schedule go on by frames; each step now trains on {self.world.size} x B rollouts.",
+                file=sys.stderr,
+            )
 
     def stats(self) -> dict[str, float | None]:
         """One row of the logs, and what the progress view shows: the learner's means since the last row, the rates,
@@ -350,7 +434,10 @@ class Trainer:
         return {f"buffers_{k}": float(v) for k, v in self.pool.occupancy().items()}
 
     def save(self) -> None:
-        """Checkpoint between learner steps (the learner's lock), so model, optimiser and counters agree."""
+        """Checkpoint between learner steps (the learner's lock), so model, optimiser and counters agree; rank 0's,
+        as every rank holds the same weights."""
+        if not self.world.is_main:
+            return
         with self.learner.lock:
             save_checkpoint(
                 self.checkpoint_path,
@@ -366,17 +453,30 @@ class Trainer:
 def main(cfg: Config) -> int:
     from beast.runtime.run_dir import run_dir
 
+    try:
+        world = World.from_env()
+        rank_config(cfg, world)
+    except ValueError as err:
+        fail(str(err))
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     stop = threading.Event()
     with stop_on_signals(stop):
-        run_path = run_dir(cfg)
-        trainer = Trainer(cfg, run_path, stop)
+        device = rank_device(resolve_device(cfg.device), world)
+        if world.distributed:
+            init_process_group(world, device, cfg.distributed_timeout_s)
         try:
-            return trainer.run()
-        except (EnvServerStartError, ScenarioError) as err:
-            fail(str(err))
-        except (EnvServerError, EnvServerTimeoutError) as err:
-            fail(f"env servers failed: {err}")
+            # Rank 0 chooses (or checks) the run folder; the others write nothing there but learn where it is.
+            run_path = Path(broadcast_text(str(run_dir(cfg)) if world.is_main else "", world, device))
+            trainer = Trainer(cfg, run_path, stop, world)
+            try:
+                return trainer.run()
+            except (EnvServerStartError, ScenarioError) as err:
+                fail(str(err))
+            except (EnvServerError, EnvServerTimeoutError) as err:
+                fail(f"env servers failed: {err}")
+            finally:
+                trainer.envs.close()
         finally:
-            trainer.envs.close()
+            if world.distributed:
+                torch.distributed.destroy_process_group()

@@ -62,7 +62,17 @@ def test_help_groups_the_flags_by_the_sections_of_config() -> None:
         [sys.executable, "run.py", "--help"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
     sections = config_sections()
-    assert list(sections) == ["run", "environment", "reward", "model", "learner", "runtime", "test and plot", "bench"]
+    assert list(sections) == [
+        "run",
+        "environment",
+        "reward",
+        "model",
+        "learner",
+        "runtime",
+        "test and plot",
+        "serve",
+        "bench",
+    ]
     assert sorted(name for names in sections.values() for name in names) == sorted(
         f.name for f in dataclasses.fields(Config)
     )

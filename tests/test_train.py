@@ -1,8 +1,9 @@
 """`run.py --mode=train` end to end, as a user runs it: a real process, real servers and games, the real model.
 
 A short run on `basic` writes a checkpoint and logs; `--resume` continues its counters; Ctrl-C stops a run cleanly
-(exit 0, a final checkpoint, none of the processes it started left). Only pids these tests started are inspected
-or killed: other people run ViZDoom games on this machine.
+(exit 0, a final checkpoint, none of the processes it started left); under torchrun, two synchronous learners
+end with the same weights, stop together on Ctrl-C, and a rank that dies ends the job. Only pids these tests
+started are inspected or killed: other people run ViZDoom games on this machine.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from beast.cli import parse_config
 from beast.envs.server import pid_alive, process_group
 from beast.runtime.checkpoint import BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, load_checkpoint
+from beast.runtime.distributed import fingerprint
 from beast.train import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,6 +169,7 @@ def test_a_built_trainer_counts_and_saves_before_it_runs(tmp_path: Path) -> None
             "env_frames": 0,
             "episodes": 0,
             "doom_skill": cfg.doom_skill,
+            "ranks": 1,
         }
         stats = trainer.stats()
         assert stats["buffers_free"] == trainer.pool.num_buffers and stats["mean_return"] is None
@@ -215,4 +218,117 @@ def test_ctrl_c_exits_zero_with_a_final_checkpoint_and_no_processes_left(tmp_pat
     last = out.strip().splitlines()[-1]
     assert str(run / CHECKPOINT_NAME) in last and f"{checkpoint['counters']['frames']:,} frames" in last, last
     left = wait_gone(started, 5.0)
+    assert not left, f"processes left behind: {left}"
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid`: torchrun's ranks, their env servers and those servers' engines."""
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        below = set().union(*(children(p) for p in frontier)) - found
+        found |= below
+        frontier = below
+    return found
+
+
+def torchrun(savedir: Path, *flags: str) -> subprocess.Popen:
+    """`torchrun --standalone --nproc_per_node=2 run.py --mode=train ...` in a process group of its own, as a
+    terminal runs it (so a Ctrl-C can reach every process at once)."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            *train_cmd(savedir, "--xpid=ddp", *flags)[1:],
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_for_learner_steps(proc: subprocess.Popen, run: Path, steps: int, started: set[int]) -> None:
+    """Until rank 0's log shows `steps` learner steps, noting every process the job started."""
+    deadline = time.monotonic() + 180
+    while True:
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.monotonic() < deadline, f"fewer than {steps} learner steps within 180 s"
+        started |= descendants(proc.pid)
+        rows = read_rows(run / "logs.csv") if (run / "logs.csv").exists() else []
+        if rows and float(rows[-1]["learner_steps"] or 0) >= steps:
+            return
+        time.sleep(0.3)
+
+
+def test_two_synchronous_learners_under_torchrun(tmp_path: Path, trainers) -> None:
+    """`torchrun --standalone --nproc_per_node=2` on gloo: both ranks end bit-identical (the trainer compares their
+    weights' CRC-32, and rank 0's checkpoint has that CRC), each step counts both ranks' frames, rank 0 alone writes
+    the run's files, and nothing started is left."""
+    steps = 5
+    proc = torchrun(tmp_path, f"--total-frames={steps * 2 * FRAMES_PER_STEP}")
+    started: set[int] = set()
+    trainers.append((proc, started))
+    while proc.poll() is None:
+        started |= descendants(proc.pid)
+        time.sleep(0.2)
+    out = proc.communicate()[0]
+    assert proc.returncode == 0, out
+    assert len(started) >= 2 + 2 * (1 + 4), f"expected 2 ranks, each with a server of 4 engines: {started}"
+    same = [line for line in out.splitlines() if "ranks hold the same weights" in line]
+    assert len(same) == 1 and "the 2 ranks" in same[0], out
+    crc = int(same[0].split("crc32 ")[1].rstrip(")"), 16)
+    run = tmp_path / "ddp"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]
+    names = sorted(p.name for p in run.iterdir())
+    events = [name for name in names if name.startswith("events.out.tfevents.")]
+    assert len(events) == 1 and sorted(set(names) - set(events)) == ["checkpoint.pt", "config.json", "logs.csv"]
+    checkpoint = load_checkpoint(run / CHECKPOINT_NAME)
+    assert fingerprint(checkpoint["model"]) == crc
+    counters = checkpoint["counters"]
+    assert counters["learner_steps"] == steps and counters["ranks"] == 2
+    assert counters["frames"] == steps * 2 * FRAMES_PER_STEP
+    rows = read_rows(run / "logs.csv")
+    assert float(rows[-1]["env_frames"]) >= counters["frames"]  # both ranks' actors, summed
+    assert out.count("beast: stopped at") == 1, out
+    left = wait_gone(started, 10.0)
+    assert not left, f"processes left behind: {left}"
+
+
+def test_ctrl_c_stops_every_rank_with_one_final_checkpoint(tmp_path: Path, trainers) -> None:
+    """Ctrl-C in a terminal signals torchrun and every rank at once (one process group), and torchrun forwards it
+    to the ranks again: the ranks end after the same step with the same weights, rank 0 writes the final
+    checkpoint and nothing the job started is left. (torchrun itself then reports its SignalException and exits
+    1, whatever the ranks did: that is torchrun's way.)"""
+    proc = torchrun(tmp_path, "--total-frames=100000000", "--log-interval-s=1")
+    started: set[int] = set()
+    trainers.append((proc, started))
+    wait_for_learner_steps(proc, tmp_path / "ddp", 2, started)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=90)
+    assert "[rank" not in out, out  # no rank raised (torchrun prefixes a rank's traceback with its number)
+    assert "ranks hold the same weights" in out and out.count("beast: stopped at") == 1, out
+    checkpoint = load_checkpoint(tmp_path / "ddp" / CHECKPOINT_NAME)
+    assert checkpoint["counters"]["frames"] == checkpoint["counters"]["learner_steps"] * 2 * FRAMES_PER_STEP
+    left = wait_gone(started, 10.0)
+    assert not left, f"processes left behind: {left}"
+
+
+def test_a_rank_that_dies_ends_the_job_naming_it(tmp_path: Path, trainers) -> None:
+    """SIGKILL one rank mid-run: torchrun stops the others and names the dead rank; nothing is left waiting at a
+    collective, and no env server or engine of either rank survives."""
+    proc = torchrun(tmp_path, "--total-frames=100000000", "--log-interval-s=1")
+    started: set[int] = set()
+    trainers.append((proc, started))
+    wait_for_learner_steps(proc, tmp_path / "ddp", 2, started)
+    victim = max(children(proc.pid))
+    os.kill(victim, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert f"exitcode  : -9 (pid: {victim})" in out, out
+    left = wait_gone(started, 15.0)
     assert not left, f"processes left behind: {left}"

@@ -18,11 +18,12 @@ def machine_description() -> str:
 
 
 def main(cfg: Config) -> int:
-    from beast.bench import envs, model, system
+    from beast.bench import envs, model, system, wire
 
     rows: list[BenchRow] = []
     rows += envs.run(cfg)
     rows += model.run(cfg)
     rows += system.run(cfg)
+    rows += wire.run(cfg)
     print_rows(rows, cfg.json, machine_description())
     return 0

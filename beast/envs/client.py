@@ -16,12 +16,9 @@ Every blocking call has a timeout: a dead server raises EnvServerTimeoutError, n
 from __future__ import annotations
 
 import contextlib
-import os
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
@@ -96,17 +93,6 @@ class EnvInfo:
         return len(self.var_names)
 
 
-def read_curve_public_key(path: str | os.PathLike[str]) -> str:
-    """The server's Z85 public key from a file holding either the bare 40-character key or a
-    `public-key = "..."` line (the layout `write_curve_keypair` and the server's key file use)."""
-    text = Path(path).read_text()
-    match = re.search(r'public-key\s*=\s*"([^"]{40})"', text)
-    key = match.group(1) if match else text.strip()
-    if len(key) != 40:
-        raise ValueError(f"{path} holds no 40-character Z85 CURVE public key.")
-    return key
-
-
 class _Connection:
     """The socket, the hello and the request/reply exchange both clients share. Not thread-safe: one thread owns a
     client (ZeroMQ sockets are single-threaded)."""
@@ -117,16 +103,18 @@ class _Connection:
         curve_server_key: str | bytes | None = None,
         timeout_ms: int = 60_000,
         context: zmq.Context | None = None,
+        curve_client_keys: tuple[str, str] | None = None,
     ) -> None:
         self.address = address
         self.timeout_ms = timeout_ms
         self._context = context or zmq.Context.instance()
         self.socket: zmq.Socket = self._context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
+        public = b""
         if curve_server_key:
-            # The server is authenticated by its public key; our own keypair is throwaway (the server runs no
-            # ZAP handler, so CURVE here buys encryption and server authentication, not client identity).
-            public, secret = zmq.curve_keypair()
+            # The server is authenticated by its public key, and we by ours (`curve_client_keys`: public, secret),
+            # which a server with an allow-list must know; without them a throwaway keypair, which it refuses.
+            public, secret = (k.encode() for k in curve_client_keys) if curve_client_keys else zmq.curve_keypair()
             self.socket.curve_publickey = public
             self.socket.curve_secretkey = secret
             key = curve_server_key.encode() if isinstance(curve_server_key, str) else curve_server_key
@@ -134,7 +122,16 @@ class _Connection:
         self.socket.connect(address)
         self._seq = 0
         try:
-            self.info = self.hello()
+            try:
+                self.info = self.hello()
+            except EnvServerTimeoutError as err:
+                if not curve_server_key:
+                    raise
+                raise EnvServerTimeoutError(
+                    f"{err}. With CURVE a server that does not accept us stays silent: check that "
+                    "--curve-server-key is its public key (its server.pub) and that our public key "
+                    f"({public.decode()}) is in its allow-list (allowed_clients)."
+                ) from None
             mismatch = results_schema_mismatch(self.info.raw.get("results"), self.info.num_vars)
             if mismatch:
                 raise ProtocolError(
@@ -250,6 +247,25 @@ class AsyncEnvClient(_Connection):
         self.in_flight = 0
         self._error: tuple[str, int] | None = None  # an async error that arrived behind results recv returned
         super().__init__(*args, **kwargs)
+        # ZeroMQ reconnects by itself to a server restarted at the same address (`--mode=serve` restarts one),
+        # and delivers to it what was queued: the steps out are lost and the next ones play games we never reset.
+        # A disconnect is the only sign of it; `lost_connection` reports it.
+        self._monitor = self.socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+
+    def lost_connection(self) -> bool:
+        """Whether the connection to the server dropped since the hello: its games are no longer the ones this
+        client reset (make a new client: hello, reset)."""
+        try:
+            self._monitor.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        return True
+
+    def close(self, stop_server: bool = False, timeout_ms: int = 5_000) -> None:
+        if not self.socket.closed:
+            self.socket.disable_monitor()
+        self._monitor.close(linger=0)
+        super().close(stop_server, timeout_ms)
 
     def hello(self, timeout_ms: int | None = None) -> EnvInfo:
         self._check_idle("hello")

@@ -70,6 +70,7 @@ class EnvServer:
         idle_timeout_s: float | None = None,
         address: str | None = None,
         curve_secret_key_file: str | os.PathLike[str] | None = None,
+        curve_allowed_clients_file: str | os.PathLike[str] | None = None,
         startup_timeout_s: float | None = None,
     ) -> None:
         self.scenario = scenario
@@ -84,6 +85,7 @@ class EnvServer:
         self.binary = binary or _default("envserver_binary")
         self.idle_timeout_s = _default("envserver_idle_timeout_s") if idle_timeout_s is None else idle_timeout_s
         self.curve_secret_key_file = curve_secret_key_file
+        self.curve_allowed_clients_file = curve_allowed_clients_file
         self.startup_timeout_s = (
             _default("envserver_startup_timeout_s") if startup_timeout_s is None else startup_timeout_s
         )
@@ -132,6 +134,8 @@ class EnvServer:
             cmd.append(f"--enemy-classes={','.join(self.enemy_classes)}")
         if self.curve_secret_key_file:
             cmd.append(f"--curve-secret-key-file={self.curve_secret_key_file}")
+        if self.curve_allowed_clients_file:
+            cmd.append(f"--curve-allowed-clients-file={self.curve_allowed_clients_file}")
         return cmd
 
     def start(self) -> EnvServer:
@@ -261,21 +265,6 @@ class EnvServer:
 def _killpg(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-
-
-def write_curve_keypair(secret_file: str | os.PathLike[str], public_file: str | os.PathLike[str]) -> str:
-    """Create a CURVE keypair for a server on another host: the secret file (mode 0600) is what
-    `--curve-secret-key-file` reads; the public file is what clients (`--curve-server-key`) read. Returns the
-    public key (Z85)."""
-    import zmq
-
-    public, secret = (k.decode() for k in zmq.curve_keypair())
-    fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(f'# beast env server CURVE keypair (Z85); keep secret\npublic-key = "{public}"\n')
-        f.write(f'secret-key = "{secret}"\n')
-    Path(public_file).write_text(f'# beast env server CURVE public key (Z85)\npublic-key = "{public}"\n')
-    return public
 
 
 def pid_alive(pid: int) -> bool:

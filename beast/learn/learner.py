@@ -135,6 +135,26 @@ def _check_batch(batch: Mapping[str, torch.Tensor]) -> tuple[int, int]:
     return slots - 1, batch_size
 
 
+class RankReduce(typing.Protocol):
+    """In-place reductions of a tensor over the ranks of synchronous learners."""
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor: ...
+
+    def mean(self, tensor: torch.Tensor) -> torch.Tensor: ...
+
+
+def _sum_gradients(params: list[nn.Parameter], ranks: RankReduce) -> None:
+    """Sum the gradients over the ranks in one collective: flattened into one tensor, then copied back."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = ranks.sum(torch.cat([g.reshape(-1) for g in grads]))
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
 def learn_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -145,6 +165,7 @@ def learn_step(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     frames_seen: int = 0,
     learner_version: int = 0,
+    ranks: RankReduce | None = None,
 ) -> dict[str, float]:
     """One V-trace actor-critic update on B rollouts of T steps; returns the step's statistics.
 
@@ -177,6 +198,10 @@ def learn_step(
       learner_version version of the weights in `model` now (the number of updates so far). The policy lag is
                       `learner_version - policy_version`, and the per-loss gradient norms are measured when it is a
                       multiple of `cfg.loss_grad_norm_interval`.
+      ranks           synchronous learners (`runtime.distributed`): the gradients (before clipping) are summed
+                      over the ranks and PopArt's batch moments averaged, so every rank takes the step one learner
+                      would take on all the ranks' batches together (the losses are sums over steps); the returned
+                      statistics are the ranks' means.
 
     Returns `{name: float}` with every key of `STAT_KEYS`, plus `PER_LOSS_KEYS` on measuring steps.
     """
@@ -199,7 +224,7 @@ def learn_step(
     popart = typing.cast(PopArt, model.popart)
     old_mu, old_sigma = popart.mu.clone(), popart.sigma.clone()
     if cfg.popart:
-        popart.update(vt.vs)
+        popart.update(vt.vs, average=ranks.mean if ranks is not None else None)
     sigma = popart.sigma.to(vt.vs.dtype)[0]
 
     # 4. The three losses, each a sum over the T x B steps, weighted as in the paper's "overall update".
@@ -231,6 +256,8 @@ def learn_step(
         for name in ACTOR_ONLY:
             for p in groups.get(name, []):
                 p.grad = None
+    if ranks is not None:
+        _sum_gradients(list(model.parameters()), ranks)
     for name, norm in block_grad_norms(model).items():
         stats[f"grad_norm/{name}"] = norm
     params = [p for p in model.parameters() if p.grad is not None]
@@ -292,4 +319,6 @@ def learn_step(
     names = [key for key in (*STAT_KEYS, *PER_LOSS_KEYS) if key in stats]
     names += [key for key in stats if key not in names]  # a model with other blocks still gets its norms reported
     values = torch.stack([stats[name].detach().to(device=device, dtype=torch.float32).reshape(()) for name in names])
+    if ranks is not None:
+        values = ranks.mean(values)
     return dict(zip(names, values.tolist(), strict=True))

@@ -31,9 +31,10 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Config) -> torch.
     raise ValueError(f"optimizer {cfg.optimizer!r} is not one of rmsprop, adam.")
 
 
-def frames_per_learner_step(cfg: Config) -> int:
-    """Frames one learner step consumes: T x B agent steps, each `frame_skip` engine tics."""
-    return cfg.unroll_length * cfg.batch_size * cfg.frame_skip
+def frames_per_learner_step(cfg: Config, ranks: int = 1) -> int:
+    """Frames one learner step consumes: T x B agent steps, each `frame_skip` engine tics, on each of `ranks`
+    synchronous learners."""
+    return cfg.unroll_length * cfg.batch_size * cfg.frame_skip * ranks
 
 
 class LinearDecay(LRScheduler):

@@ -20,6 +20,8 @@ The statistics are buffers of the model (so checkpoints and the acting copy carr
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -57,15 +59,30 @@ class PopArt(nn.Module):
         return (values - mu) / sigma
 
     @torch.no_grad()
-    def update(self, targets: torch.Tensor, task: torch.Tensor | None = None) -> None:
-        """Move each task's statistics towards the mean and second moment of its targets in this batch."""
+    def update(
+        self,
+        targets: torch.Tensor,
+        task: torch.Tensor | None = None,
+        average: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        """Move each task's statistics towards the mean and second moment of its targets in this batch.
+        `average` (synchronous learners: the mean over the ranks) makes the batch the union of every rank's."""
         flat = targets.detach().reshape(-1).to(torch.float64)
         ids = torch.zeros_like(flat, dtype=torch.int64) if task is None else task.reshape(-1).to(flat.device)
         k = self.mu.shape[0]
-        counts = torch.bincount(ids, minlength=k).to(torch.float64)
+        moments = torch.stack(
+            [
+                torch.bincount(ids, minlength=k).to(torch.float64),
+                torch.bincount(ids, weights=flat, minlength=k),
+                torch.bincount(ids, weights=flat * flat, minlength=k),
+            ]
+        )
+        if average is not None:
+            moments = average(moments)
+        counts, sums, squares = moments
         seen = counts > 0
-        mean = torch.bincount(ids, weights=flat, minlength=k) / counts.clamp(min=1)
-        second = torch.bincount(ids, weights=flat * flat, minlength=k) / counts.clamp(min=1)
+        denominator = torch.where(seen, counts, torch.ones_like(counts))  # averaged counts may be fractions
+        mean, second = sums / denominator, squares / denominator
         step = torch.clamp(1.0 / (self.count.to(torch.float64) + 1.0), min=self.beta)
         step = torch.where(seen, step, torch.zeros_like(step))
         self.mu.mul_(1 - step).add_(step * mean)

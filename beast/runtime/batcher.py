@@ -60,7 +60,9 @@ class Batcher:
         self.last_action = np.zeros(n, dtype=np.int64)
         self.shaper = RewardShaper(envs.info.var_names, cfg, n)
         self.episode_log = EpisodeLog(envs.info.var_names)
-        self.io = ServerIO(envs, first, on_down=self._envs_down, on_back=self._envs_back)
+        self.io = ServerIO(
+            envs, first, on_down=self._envs_down, on_back=self._envs_back, hang_s=cfg.envserver_hang_timeout_s
+        )
         self.writer = RolloutWriter(
             pool, n, stop, keep_alive=self.io.keep_alive, keep_alive_s=cfg.envserver_idle_timeout_s / 3
         )

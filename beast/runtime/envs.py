@@ -27,8 +27,8 @@ from beast.envs.client import (
     EnvServerError,
     EnvServerTimeoutError,
     Results,
-    read_curve_public_key,
 )
+from beast.envs.curve import ensure_curve_keypair, read_curve_public_key
 from beast.envs.server import EnvServer
 
 RESTART_RETRY_S = 2.0  # pause between failed restart attempts, so a broken setup does not spin
@@ -57,6 +57,7 @@ class EnvSet:
         self.slots = [ServerSlot(i, "") for i in range(cfg.num_servers)]
         self.slots += [ServerSlot(cfg.num_servers + i, addr) for i, addr in enumerate(remote)]
         self._curve_key = read_curve_public_key(cfg.curve_server_key) if cfg.curve_server_key else None
+        self._client_keys = ensure_curve_keypair(cfg.curve_client_key)[:2] if cfg.curve_client_key else None
         self._restarted: queue.Queue[tuple[int, EnvServer | None, AsyncEnvClient, Results]] = queue.Queue()
         self._stopping = threading.Event()
         self._restart_threads: list[threading.Thread] = []
@@ -112,7 +113,12 @@ class EnvSet:
             local.start()
             address = local.address
         try:
-            client = AsyncEnvClient(address, curve_server_key=self._curve_key if local is None else None)
+            remote = local is None
+            client = AsyncEnvClient(
+                address,
+                curve_server_key=self._curve_key if remote else None,
+                curve_client_keys=self._client_keys if remote else None,
+            )
         except BaseException:
             if local is not None:
                 local.stop(timeout_s=1.0)

@@ -4,7 +4,8 @@ It waits only for rollouts (`BufferPool.take`), never for a rollout *phase*: the
 previous weights while a step runs, which is the policy lag V-trace corrects. Buffers go back to the pool as soon
 as they are copied into the staging batch, before the (long) step, so the actors' buffers are held no longer than
 a copy. `lock` is held for the step and the publish; the trainer takes it to checkpoint a consistent model,
-optimiser and counters between steps.
+optimiser and counters between steps. With synchronous learners (`sync`), the ranks meet before and inside every
+step (`runtime.distributed`), and all of them stop after the same step.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from beast.config import Config
 from beast.learn import learn_step
 from beast.learn.optim import frames_per_learner_step
 from beast.runtime.buffers import BufferPool
+from beast.runtime.distributed import RankSync
 from beast.runtime.weights import PolicyWeights
 
 
@@ -38,6 +40,8 @@ class LearnerThread:
         stop: threading.Event,
         learner_steps: int = 0,
         frames: int = 0,
+        sync: RankSync | None = None,
+        frames_per_step: int | None = None,
     ) -> None:
         self.cfg = cfg
         self.model = model
@@ -52,7 +56,8 @@ class LearnerThread:
         # Frames trained on (T x B x frame skip per step); the budget `--total-frames` counts these. Kept as a
         # counter rather than derived from `steps`, so a run resumed with another T or B still counts right.
         self.frames = frames
-        self.frames_per_step = frames_per_learner_step(cfg)
+        self.frames_per_step = frames_per_learner_step(cfg) if frames_per_step is None else frames_per_step
+        self.sync = sync
         self.finished = threading.Event()  # the frame budget is spent
         self.last_stats: dict[str, float] = {}
         self.step_s = 0.0  # time in learn_step (and publishing): the learner's busy time
@@ -87,6 +92,8 @@ class LearnerThread:
             ids = self.pool.take(self.cfg.batch_size, self.stop)
             self.wait_s += time.perf_counter() - t0
             self.waiting = False
+            if self.sync is not None and not self.sync.before_step(ready=ids is not None):
+                return  # some rank is stopping: every rank ends after the same step
             if ids is None:
                 return
             t0 = time.perf_counter()
@@ -101,6 +108,7 @@ class LearnerThread:
                     scheduler=self.scheduler,
                     frames_seen=self.frames,
                     learner_version=self.steps,
+                    ranks=self.sync,
                 )
                 self.steps += 1
                 self.frames += self.frames_per_step

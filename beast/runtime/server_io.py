@@ -27,7 +27,6 @@ from beast.envs.client import EnvServerError, EnvServerTimeoutError, Results
 from beast.runtime.envs import EnvSet
 
 POLL_MS = 100  # idle poll: how quickly stop requests and dead servers are noticed
-HANG_S = 60.0  # a server with steps in flight and no result for this long is treated as crashed
 
 
 @dataclass
@@ -60,8 +59,10 @@ class ServerIO:
         first: list[tuple[int, Results]],
         on_down: Callable[[np.ndarray], None],
         on_back: Callable[[np.ndarray], None],
+        hang_s: float,
     ) -> None:
         self.envs = envs
+        self.hang_s = hang_s  # steps out and no result for this long: the server is taken as dead
         self._on_down = on_down
         self._on_back = on_back
         self.pending: collections.deque[Arrival] = collections.deque(
@@ -173,9 +174,15 @@ class ServerIO:
                 if self.envs.serving(index) is not None:
                     self.server_down(index, reason)
         now = time.monotonic()
-        hung = [i for i in range(self.envs.server_count) if self.in_flight(i) and now - self.last_heard[i] > HANG_S]
-        for index in set(self.envs.dead_servers()) | set(hung):
-            self.server_down(index, "exited" if index not in hung else f"silent for {HANG_S:.0f} s")
+        hung = [
+            i for i in range(self.envs.server_count) if self.in_flight(i) and now - self.last_heard[i] > self.hang_s
+        ]
+        lost = [i for i in range(self.envs.server_count) if (c := self.envs.serving(i)) and c.lost_connection()]
+        down = {i: "lost the connection" for i in lost}
+        down.update({i: f"silent for {self.hang_s:g} s" for i in hung})
+        down.update({i: "exited" for i in self.envs.dead_servers()})
+        for index, why in down.items():
+            self.server_down(index, why)
         back = self.envs.take_restarted()
         for index, results in back:
             self._on_back(self.envs.env_ids(index))

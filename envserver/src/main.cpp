@@ -38,6 +38,8 @@ Hosts K ViZDoom games behind one ZeroMQ ROUTER socket (protocol: docs/protocol.m
   --startup-timeout-s T        fail when the games are not up after T seconds (default %g).
   --curve-secret-key-file F    serve with CURVE encryption; F holds Z85 keys as lines
                                public-key = "<40 chars>" and secret-key = "<40 chars>" (public optional).
+  --curve-allowed-clients-file F  with CURVE, required: the client public keys served (one per line, bare or
+                               public-key = "..."); every other client is refused and logged.
   --help                       this text.
 
 The server exits by itself when its parent process dies or after the idle timeout, closing its games; when it
@@ -87,7 +89,8 @@ int main(int argc, char** argv) {
       {"--seed", true},         {"--frame-skip", true},        {"--resolution", true},
       {"--doom-skill", true},
       {"--enemy-classes", true}, {"--vizdoom-dir", true},      {"--idle-timeout-s", true},
-      {"--startup-timeout-s", true}, {"--curve-secret-key-file", true}, {"--help", false}};
+      {"--startup-timeout-s", true}, {"--curve-secret-key-file", true},
+      {"--curve-allowed-clients-file", true}, {"--help", false}};
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i], value;
     const auto eq = arg.find('=');
@@ -158,6 +161,7 @@ int main(int argc, char** argv) {
   }
 
   opts.curve_secret_key_file = get("--curve-secret-key-file", "");
+  opts.curve_allowed_clients_file = get("--curve-allowed-clients-file", "");
   char default_address[256];
   const char* tmp = std::getenv("TMPDIR");
   std::snprintf(default_address, sizeof default_address, "ipc://%s/beast-envserver-%d.sock",
@@ -174,6 +178,17 @@ int main(int argc, char** argv) {
     } catch (const std::exception& e) {
       usage_error(std::string("--curve-secret-key-file: ") + e.what());
     }
+    if (opts.curve_allowed_clients_file.empty()) {
+      usage_error("--curve-secret-key-file needs --curve-allowed-clients-file: the public keys of the clients to "
+                  "serve (CURVE without it would serve anyone who knows this server's public key)");
+    }
+    try {
+      beast::read_allowed_clients(opts.curve_allowed_clients_file);
+    } catch (const std::exception& e) {
+      usage_error(std::string("--curve-allowed-clients-file: ") + e.what());
+    }
+  } else if (!opts.curve_allowed_clients_file.empty()) {
+    usage_error("--curve-allowed-clients-file needs --curve-secret-key-file (the allow-list is checked by CURVE)");
   }
 
   try {

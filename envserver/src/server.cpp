@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <map>
+#include <set>
 #include <sstream>
 #include <utility>
 
@@ -57,6 +58,7 @@ struct Server::Impl {
   void serve();
   void shutdown_games();
   void handle(std::vector<zmq::message_t>& frames);
+  void answer_zap();
   void on_finished(const std::vector<int>& ids);
   void send(const std::string& peer, std::vector<zmq::message_t> frames);
   void send_results(proto::MsgType type, const std::string& peer, uint32_t seq, const std::vector<int>& ids);
@@ -73,6 +75,10 @@ struct Server::Impl {
   std::vector<std::atomic<pid_t>> engine_pids;
   zmq::context_t context{1};
   zmq::socket_t socket{context, zmq::socket_type::router};
+  // With CURVE, the ZAP handler (ZeroMQ RFC 27) the router's handshakes are checked by: only the client keys of
+  // the allow-list get in (the "ironhouse" pattern); a key refused is logged once.
+  zmq::socket_t zap{context, zmq::socket_type::rep};
+  std::set<std::string> allowed_clients, refused_logged;
   CompletionQueue completions;
   std::vector<std::unique_ptr<GameWorker>> workers;
   std::vector<Slot> slots;
@@ -91,8 +97,14 @@ int Server::Impl::run() {
   socket.set(zmq::sockopt::linger, 0);
   // Requests are a few bytes per env; a bigger frame is garbage and ZeroMQ drops the connection that sent it.
   socket.set(zmq::sockopt::maxmsgsize, int64_t{1} << 20);
+  zap.set(zmq::sockopt::linger, 0);
   if (!options.curve_secret_key_file.empty()) {
     const CurveKeys keys = read_curve_keys(options.curve_secret_key_file);
+    for (const std::string& key : read_allowed_clients(options.curve_allowed_clients_file)) {
+      allowed_clients.insert(key);
+    }
+    zap.bind("inproc://zeromq.zap.01");  // before the router binds: no handshake may go unchecked
+    socket.set(zmq::sockopt::zap_domain, "beast");
     socket.set(zmq::sockopt::curve_server, 1);
     socket.set(zmq::sockopt::curve_secretkey, keys.secret_key);
   }
@@ -170,8 +182,11 @@ void Server::Impl::shutdown_games() {
 
 void Server::Impl::serve() {
   while (stop_reason() == StopReason::kNone) {
-    zmq::pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, completions.fd(), ZMQ_POLLIN, 0}};
-    zmq::poll(items, 2, std::chrono::milliseconds(100));
+    zmq::pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0},
+                               {nullptr, completions.fd(), ZMQ_POLLIN, 0},
+                               {zap.handle(), 0, ZMQ_POLLIN, 0}};
+    zmq::poll(items, 3, std::chrono::milliseconds(100));
+    if (items[2].revents & ZMQ_POLLIN) answer_zap();
     if (items[0].revents & ZMQ_POLLIN) {
       // Bounded so a flood of requests cannot starve result delivery.
       for (int n = 0; n < 256; ++n) {
@@ -191,6 +206,30 @@ void Server::Impl::serve() {
       log(text);
       request_stop(StopReason::kIdle);
     }
+  }
+}
+
+void Server::Impl::answer_zap() {
+  // Request: version, request id, domain, address, identity, mechanism, credentials (CURVE: the client's 32-byte
+  // public key). Reply: version, request id, status code, status text, user id, metadata.
+  std::vector<zmq::message_t> req;
+  if (!zmq::recv_multipart(zap, std::back_inserter(req), zmq::recv_flags::dontwait)) return;
+  auto part = [&req](std::size_t i) { return i < req.size() ? req[i].to_string() : std::string(); };
+  std::string key = "(none)";
+  if (part(5) == "CURVE" && req.size() > 6 && req[6].size() == 32) {
+    char z85[41] = {};
+    zmq_z85_encode(z85, static_cast<const uint8_t*>(req[6].data()), 32);
+    key = z85;
+  }
+  const bool ok = allowed_clients.count(key) != 0;
+  if (!ok && refused_logged.insert(key).second) {
+    log("refused a client at " + part(3) + ": its CURVE public key " + key +
+        " is not in --curve-allowed-clients-file");
+  }
+  const std::string reply[] = {"1.0", part(1), ok ? "200" : "400", ok ? "OK" : "client key not allowed",
+                               ok ? key : "", ""};
+  for (std::size_t i = 0; i < 6; ++i) {
+    zap.send(zmq::buffer(reply[i]), i + 1 < 6 ? zmq::send_flags::sndmore : zmq::send_flags::none);
   }
 }
 

@@ -32,6 +32,7 @@ struct ServerOptions {
   uint64_t seed = 0;
   double idle_timeout_s = 30.0;        // 0 disables
   std::string curve_secret_key_file;   // empty: no CURVE
+  std::string curve_allowed_clients_file;  // with CURVE: the client public keys served, all others refused
   std::string engine_version;          // reported in the info reply
   double startup_timeout_s = 180.0;    // all games must be up by then
 };
@@ -56,6 +57,11 @@ struct CurveKeys {
   std::string secret_key;
 };
 CurveKeys read_curve_keys(const std::string& path);
+
+// The client public keys (Z85) in an allow-list file: one per line, bare or as `public-key = "..."` (the layout of
+// a key file, so a client's public key file can be appended as it is); `#` starts a comment. Throws
+// std::runtime_error naming the file and the line that is not a key, or when the file holds no key.
+std::vector<std::string> read_allowed_clients(const std::string& path);
 
 class Server {
  public:

@@ -118,4 +118,30 @@ CurveKeys read_curve_keys(const std::string& path) {
   return keys;
 }
 
+std::vector<std::string> read_allowed_clients(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot read the CURVE allow-list " + path);
+  const std::regex key_line(R"re(^\s*public-key\s*=\s*"([^"]*)"\s*$)re");
+  std::vector<std::string> keys;
+  std::string line;
+  for (int number = 1; std::getline(in, line); ++number) {
+    const auto start = line.find_first_not_of(" \t\r");
+    if (start == std::string::npos) continue;
+    const std::string trimmed = line.substr(start, line.find_last_not_of(" \t\r") - start + 1);
+    // Z85's '#' is its last digit (84); the first of a 32-byte key's 40 digits is at most 82: '#' starts comments.
+    if (trimmed[0] == '#') continue;
+    const bool bare = trimmed.size() == 40 && trimmed.find_first_of(" \t") == std::string::npos;
+    std::smatch m;
+    const std::string key = bare ? trimmed : std::regex_match(line, m, key_line) ? m[1].str() : "";
+    uint8_t raw[32];
+    if (key.size() != 40 || zmq_z85_decode(raw, key.c_str()) == nullptr) {
+      throw std::runtime_error("line " + std::to_string(number) + " of the CURVE allow-list " + path +
+                               " is not a 40-character Z85 public key");
+    }
+    keys.push_back(key);
+  }
+  if (keys.empty()) throw std::runtime_error("the CURVE allow-list " + path + " holds no client key");
+  return keys;
+}
+
 }  // namespace beast

@@ -37,6 +37,12 @@ def test_the_binarys_defaults_are_configs(envserver_binary: str) -> None:
 def test_the_launcher_passes_every_flag_of_the_binary(envserver_binary: str) -> None:
     known = set(re.findall(r"^  (--[a-z-]+)", binary_help(envserver_binary), re.MULTILINE))
     assert {"--scenario", "--num-envs", "--frame-skip", "--idle-timeout-s"} <= known
-    server = EnvServer(scenario="basic", num_envs=1, binary=envserver_binary, curve_secret_key_file="keys.txt")
+    server = EnvServer(
+        scenario="basic",
+        num_envs=1,
+        binary=envserver_binary,
+        curve_secret_key_file="keys.txt",
+        curve_allowed_clients_file="allowed",
+    )
     passed = {arg.split("=", 1)[0] for arg in server.command()[1:]}
     assert passed == known - {"--help"}

@@ -283,3 +283,46 @@ def test_batch_without_a_required_key_is_refused(agent_factory, make_config, mak
     del batch["policy_version"]
     with pytest.raises(KeyError, match="policy_version"):
         learn_step(model, optimizer, batch, state, cfg)
+
+
+def test_two_ranks_take_the_step_of_one_learner_on_both_batches(agent_factory, make_config, make_rollout, tmp_path):
+    """Two real gloo ranks (processes, `rank_worker.py`), each with half the columns of one batch and a model of a
+    different seed, against one learner on the whole batch from rank 0's seed: after two steps both ranks hold
+    bit-identical weights, equal to the single learner's up to float rounding, and report its losses per rank."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    whole = make_config(batch_size=6)
+    half = make_config(batch_size=3)
+    batch = make_rollout(whole, torch.Generator().manual_seed(1), done_slots=(3,))
+    for rank in range(2):
+        torch.save({k: v[:, 3 * rank : 3 * rank + 3].clone() for k, v in batch.items()}, tmp_path / f"batch_{rank}.pt")
+    (tmp_path / "config.json").write_text(json.dumps({"config": half.to_dict(), "num_actions": NUM_ACTIONS}))
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    worker = str(Path(__file__).with_name("rank_worker.py"))
+    ranks = [subprocess.Popen([sys.executable, worker, str(r), "2", str(tmp_path)], env=env) for r in range(2)]
+    assert [p.wait(timeout=180) for p in ranks] == [0, 0]
+
+    torch.manual_seed(100)
+    model = agent_factory(whole)
+    optimizer = build_optimizer(model.parameters(), whole)
+    single = [
+        learn_step(model, optimizer, batch, model.initial_state(6, "cpu"), whole, learner_version=v) for v in range(2)
+    ]
+    weights = [torch.load(tmp_path / f"rank_{r}.pt", weights_only=True) for r in range(2)]
+    reports = [json.loads((tmp_path / f"rank_{r}.json").read_text()) for r in range(2)]
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(weights[0][name], weights[1][name]), f"{name} differs between the ranks"
+        assert torch.allclose(weights[0][name].float(), tensor.float(), rtol=1e-4, atol=1e-6), name
+    assert any(not torch.equal(weights[0][name], t) for name, t in agent_factory(whole).state_dict().items())
+    for report in reports:
+        # The losses are sums over steps: a rank's mean is half the whole batch's.
+        assert report["stats"][1]["total_loss"] == pytest.approx(single[1]["total_loss"] / 2, rel=1e-4)
+        assert report["stats"][1]["popart_mu"] == pytest.approx(single[1]["popart_mu"], rel=1e-5)
+        # Two ready steps, then rank 1 asks to stop, and neither goes on; the counters are the ranks' sums.
+        assert report["ready"] == [True, True, False]
+        assert (report["env_steps"], report["episodes"], report["leader_skill"]) == (30, 3, 3)
