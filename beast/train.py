@@ -71,13 +71,15 @@ TICK_S = 0.25
 
 
 def extend_schedule(
-    scheduler: LinearDecay, optimizer: torch.optim.Optimizer, cfg: Config, frames_per_step: int
+    scheduler: LinearDecay, optimizer: torch.optim.Optimizer, cfg: Config, frames_per_step: int, frames: int
 ) -> None:
     """After loading a checkpoint's schedule, decay over *this* run's `--total-frames` and batch (`frames_per_step`,
-    all ranks together): resuming with a larger budget extends the run, and without this the rate would stay at
-    the old budget's end, zero."""
+    all ranks together) from the `frames` trained so far: resuming with a larger budget extends the run (without
+    this the rate would stay at the old budget's end, zero), and resuming with another batch or number of ranks
+    goes on from the same point of the schedule (it counts steps, whose size changed)."""
     scheduler.total_frames = cfg.total_frames
     scheduler.frames_per_step = frames_per_step
+    scheduler.last_epoch = frames // frames_per_step
     factor = scheduler.factor(scheduler.last_epoch)
     for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
         group["lr"] = float(base) * factor
@@ -202,7 +204,7 @@ class Trainer:
             optimizer.load_state_dict(payload["optimizer"])
             if payload["scheduler"] is not None:
                 scheduler.load_state_dict(payload["scheduler"])
-                extend_schedule(scheduler, optimizer, cfg, frames_per_step)
+                extend_schedule(scheduler, optimizer, cfg, frames_per_step, payload["counters"].get("frames", 0))
             counters = dict(payload["counters"])
             self.counters_base = {k: counters.get(k, 0) for k in self.counters_base}
             self._say_world_change(counters.get("ranks", 1))

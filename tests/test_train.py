@@ -297,6 +297,20 @@ def test_two_synchronous_learners_under_torchrun(tmp_path: Path, trainers) -> No
     assert out.count("beast: stopped at") == 1, out
     left = wait_gone(started, 10.0)
     assert not left, f"processes left behind: {left}"
+    # Resumed on one rank: the counters and the schedule go on by frames, a step is now one rank's, a line says so.
+    budget = (steps * 2 + 2) * FRAMES_PER_STEP
+    resumed = subprocess.run(
+        train_cmd(tmp_path, "--xpid=ddp", "--resume", f"--total-frames={budget}"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming a run of 2 rank(s) on 1" in resumed.stderr, resumed.stderr
+    after = load_checkpoint(run / CHECKPOINT_NAME)
+    assert after["counters"]["frames"] == budget and after["counters"]["learner_steps"] == steps + 2
+    assert after["counters"]["ranks"] == 1 and after["scheduler"]["last_epoch"] == budget // FRAMES_PER_STEP
 
 
 def test_ctrl_c_stops_every_rank_with_one_final_checkpoint(tmp_path: Path, trainers) -> None:

@@ -54,7 +54,8 @@ def resolve_scenario(name_or_cfg: str) -> Path:
 #   health_potential_coef   the survival scenarios (health_gathering, its supreme version, take_cover) pay +1 a tic
 #                    alive: a medkit or a dodged fireball pays only through a later death. The potential term
 #                    gamma*H(s') - H(s) of the HEALTH variable pays them at once and, being a potential, leaves
-#                    the optimal policy alone (beast/envs/shaping.py);
+#                    the optimal policy alone (beast/envs/shaping.py). health_gathering and take_cover learn in
+#                    1.5M frames (at 500k their curves had not left random's);
 #   reward_mode, curriculum_threshold, eval_interval_frames   deadly_corridor: on its own reward every run we made
 #                    collapsed onto running forward (docs/training.md); the write-up's shaping pays for hits and
 #                    kills, and the curriculum starts at skill 1, where a new agent lives long enough to learn them,
@@ -79,11 +80,11 @@ SCENARIO_SPECS: dict[str, dict[str, object]] = {
     },
     "defend_the_center": {**_SMALL_BATCHES, "total_frames": 500_000, "reward_scale": 1.0},
     "defend_the_line": {**_SMALL_BATCHES, "total_frames": 500_000, "reward_scale": 1.0},
-    "health_gathering": _SURVIVAL,
+    "health_gathering": {**_SURVIVAL, "total_frames": 1_500_000},
     "health_gathering_supreme": _SURVIVAL,
     "my_way_home": {**_SMALL_BATCHES, "total_frames": 500_000, "reward_scale": 1.0},
     "predict_position": {**_SMALL_BATCHES, "total_frames": 500_000, "reward_scale": 1.0},
-    "take_cover": _SURVIVAL,
+    "take_cover": {**_SURVIVAL, "total_frames": 1_500_000},
 }
 
 
