@@ -83,7 +83,9 @@ class LearnerThread:
             self.stop.set()
 
     def _loop(self) -> None:
-        while not self.stop.is_set():
+        # With other ranks, a stop is agreed at `before_step`, which every rank must reach: leaving the loop on the
+        # stop event alone would leave the others waiting there for this rank (until the collective's timeout).
+        while self.sync is not None or not self.stop.is_set():
             if self.frames >= self.cfg.total_frames:
                 self.finished.set()
                 return
@@ -92,7 +94,7 @@ class LearnerThread:
             ids = self.pool.take(self.cfg.batch_size, self.stop)
             self.wait_s += time.perf_counter() - t0
             self.waiting = False
-            if self.sync is not None and not self.sync.before_step(ready=ids is not None):
+            if self.sync is not None and not self.sync.before_step(ready=ids is not None and not self.stop.is_set()):
                 return  # some rank is stopping: every rank ends after the same step
             if ids is None:
                 return
