@@ -7,13 +7,13 @@ Three threads (docs/architecture.md, "Runtime"):
     schedule and at the end, and turns Ctrl-C / SIGTERM into an orderly stop.
 
 Synchronous learners: `torchrun --nproc_per_node=N run.py --mode=train` runs N such trainers, one per rank, whose
-learner threads average their gradients every step (`runtime.distributed`); rank 0 alone logs, shows progress,
+learner threads sum their gradients every step (`runtime.distributed`); rank 0 alone logs, shows progress,
 evaluates and checkpoints, with the frame and episode counters summed over the ranks.
 
 Stopping: the first SIGINT/SIGTERM sets the stop event. The batcher drops the step in flight (its results are
 never read), the learner finishes the step it is in, a final checkpoint is written, the env servers are stopped
-(their games and engines with them), and the process exits 0. A second signal interrupts at once (the servers are
-still stopped, by `finally` and by their own parent-death watch).
+(their games and engines with them), and the process exits 0. A second signal, a second or more after the first,
+interrupts at once (the servers are still stopped, by `finally` and by their own parent-death watch).
 """
 
 from __future__ import annotations
@@ -223,7 +223,7 @@ class Trainer:
             RankSync(
                 self.world,
                 self.device,
-                local_counts=lambda: (self.batcher.steps, self.batcher.episode_log.episodes),
+                local_counts=self._local_totals,
                 skill=lambda: self.envs.cfg.doom_skill,
             )
             if self.world.distributed
@@ -411,6 +411,10 @@ class Trainer:
         """(env steps, episodes) of this run so far: every rank's, as of the last learner step, with ranks."""
         if self.sync is not None:
             return self.sync.env_steps, self.sync.episodes
+        return self._local_totals()
+
+    def _local_totals(self) -> tuple[int, int]:
+        """(env steps, episodes) of this rank's envs so far."""
         return self.batcher.steps, self.batcher.episode_log.episodes
 
     def _say_world_change(self, saved_ranks: int) -> None:

@@ -128,8 +128,6 @@ def fingerprint(state: Mapping[str, torch.Tensor]) -> int:
 def gather_fingerprints(model: nn.Module, world: World, device: torch.device) -> list[int]:
     """Every rank's `fingerprint` of its model, in rank order."""
     mine = torch.tensor([fingerprint(model.state_dict())], dtype=torch.int64, device=device)
-    if not world.distributed:
-        return [int(mine.item())]
     everyone = [torch.zeros_like(mine) for _ in range(world.size)]
     dist.all_gather(everyone, mine)
     return [int(t.item()) for t in everyone]
