@@ -7,7 +7,7 @@ APT_PACKAGES := build-essential cmake pkg-config git libboost-filesystem-dev lib
 	libboost-regex-dev libboost-iostreams-dev libzmq3-dev cppzmq-dev libsodium-dev libopenal1 python3-venv
 ARGS ?=
 
-.PHONY: setup apt venv envserver train test bench lint clean serve-host
+.PHONY: setup apt venv envserver train test bench lint clean serve-host versus-sf
 
 setup: apt venv envserver
 
@@ -42,6 +42,10 @@ test: setup
 
 bench: setup
 	$(PY) run.py --mode=bench $(ARGS)
+
+# beast and Sample Factory 2.1.1 side by side (docs/benchmarks.md); ARGS=--install puts Sample Factory into .venv-sf.
+versus-sf: setup
+	$(PY) -m beast.bench.versus $(ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check beast tests run.py

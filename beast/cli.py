@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from beast.config import CONFIG_NAME, Config, ConfigError, config_sections, flag_name
-from beast.envs.scenarios import SCENARIO_SPECS, scenario_spec
+from beast.envs.scenarios import SCENARIO_SPECS
+from beast.envs.tasks import run_spec
 
 
 class _Parser(argparse.ArgumentParser):
@@ -73,10 +74,10 @@ def parse_config(argv: Sequence[str] | None = None) -> Config:
 
 
 def resolve_config(given: dict[str, typing.Any]) -> Config:
-    """`Config` defaults, overridden by the spec of the scenario named in `given` (or the default scenario), then
-    by `given` itself. An unknown key in the spec raises ConfigError naming it."""
+    """`Config` defaults, overridden by the spec of the scenario named in `given` (or the default scenario; for
+    several, `tasks.run_spec`), then by `given` itself. An unknown key in the spec raises ConfigError naming it."""
     scenario = given.get("scenario", Config.scenario)
-    spec = scenario_spec(scenario)
+    spec = run_spec(scenario)
     known = {f.name for f in dataclasses.fields(Config)}
     unknown = sorted(set(spec) - known)
     if unknown:

@@ -73,7 +73,9 @@ class Config:
 
     # --- environment -----------------------------------------------------------------------------------------
     scenario: str = setting(
-        "deadly_corridor", "A built-in ViZDoom scenario name (basic, deadly_corridor, ...) or the path of a .cfg file."
+        "deadly_corridor",
+        "A built-in ViZDoom scenario name (basic, deadly_corridor, ...) or the path of a .cfg file; several, "
+        "comma-separated, train one agent on all of them (docs/multitask.md).",
     )
     frame_skip: int = setting(4, "Engine tics per agent step (frames = steps x frame skip).")
     doom_skill: int = setting(0, "Difficulty 1 (easiest) to 5 (hardest); 0 keeps the scenario .cfg's own doom_skill.")
@@ -97,7 +99,9 @@ class Config:
     envserver_startup_timeout_s: float = setting(
         180.0, "A local env server that has not started its games after this many seconds has failed to start."
     )
-    num_servers: int = setting(1, "Local env server processes the trainer starts and supervises.")
+    num_servers: int = setting(
+        1, "Local env server processes the trainer starts and supervises (per task in a multi-task run)."
+    )
     envs_per_server: int = setting(8, "ViZDoom games hosted by each local env server.")
     env_servers: str = setting(
         "", "Comma-separated addresses (tcp://host:port) of remote env servers to use besides the local ones."
@@ -368,11 +372,15 @@ class Config:
                 "--curve-client-key FILE (this trainer's keypair, created if missing; FILE.pub goes into the "
                 "server's allowed_clients)."
             )
-        if self.scenario.endswith(".cfg") and not os.path.isfile(self.scenario):
-            raise ConfigError(
-                f"--scenario={self.scenario!r}: no such .cfg file; give an existing path or a "
-                "built-in scenario name such as basic or deadly_corridor."
-            )
+        from beast.envs.tasks import check_tasks, task_names  # here: beast.envs imports this module
+
+        for name in task_names(self.scenario):
+            if name.endswith(".cfg") and not os.path.isfile(name):
+                raise ConfigError(
+                    f"--scenario={name!r}: no such .cfg file; give an existing path or a "
+                    "built-in scenario name such as basic or deadly_corridor."
+                )
+        check_tasks(self)
         try:
             counts = self.bench_env_counts()
         except ValueError:
@@ -381,8 +389,11 @@ class Config:
             raise ConfigError(f"--bench-envs={self.bench_envs!r} must be comma-separated positive integers, e.g. 4,8.")
 
     def num_envs(self) -> int:
-        """Envs on local servers; remote servers report their own count when the trainer connects."""
-        return self.num_servers * self.envs_per_server
+        """Envs on local servers (`num_servers` per task); remote servers report their own count when the trainer
+        connects."""
+        from beast.envs.tasks import task_names
+
+        return len(task_names(self.scenario)) * self.num_servers * self.envs_per_server
 
     def buffer_count(self) -> int:
         """Rollout buffers to preallocate: enough that every env fills one while the learner holds a batch."""

@@ -72,6 +72,8 @@ def _c(pattern: str, label: str | None = None) -> Curves:
 
 # Evaluation columns are `eval/<policy>/<statistic>`, policy greedy or sample; any other policy name is drawn too.
 _EVAL = r"eval/(?P<policy>[^/]+)/"
+# A multi-task run's per-task columns are `<task>/<statistic>` (docs/multitask.md).
+_TASK = r"(?P<task>(?!eval$|reward$|grad_norm$|grad_norm_loss$|popart_mu$|popart_sigma$)[^/]+)/"
 
 FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec(
@@ -97,6 +99,27 @@ FIGURES: tuple[FigureSpec, ...] = (
         ),
     ),
     FigureSpec(
+        "tasks",
+        "Tasks of a multi-task run",
+        (
+            Panel(
+                "Score: (return - random) / (reference - random), 1 = the single-task expert",
+                "score",
+                (
+                    _c(_TASK + "score", "{task}"),
+                    _c("suite_score", "suite (training)"),
+                    _c(_EVAL + "suite_score", "suite (evaluation, {policy})"),
+                ),
+            ),
+            Panel("Each task's return (training: last 100 episodes)", "return", (_c(_TASK + "mean_return", "{task}"),)),
+            Panel(
+                "Each task's greedy evaluation",
+                "return",
+                (_c(r"eval/(?P<task>[^/]+)/greedy/mean_return", "{task}"),),
+            ),
+        ),
+    ),
+    FigureSpec(
         "values",
         "Critic",
         (
@@ -106,7 +129,15 @@ FIGURES: tuple[FigureSpec, ...] = (
                 (_c("values_mean", "V(x) mean"), _c("vs_mean", "v_s target mean")),
             ),
             Panel("Explained variance of the targets by the values", "explained variance", (_c("explained_variance"),)),
-            Panel("PopArt normalisation", "statistic", (_c("popart_mu", "mu"), _c("popart_sigma", "sigma"))),
+            Panel(
+                "PopArt normalisation",
+                "statistic",
+                (
+                    _c("popart_mu", "mu"),
+                    _c("popart_sigma", "sigma"),
+                    _c(r"popart_sigma/(?P<task>\d+)", "sigma of task {task}"),
+                ),
+            ),
         ),
     ),
     FigureSpec(

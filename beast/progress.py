@@ -9,7 +9,8 @@ A snapshot is the trainer's last row of the logs (`Trainer.stats`) with the coun
 what the logs store and what a person watching sees. Keys read (all optional): frames, env_steps, learner_steps,
 env_fps, inference_fps, learner_fps (frames/s), episodes, mean_return, mean_length, mean_kills (None where the
 scenario has no kills), total_loss, pg_loss, baseline_loss, entropy_loss, policy_lag_mean, buffers_free,
-buffers_filling, buffers_full, waiting (who waits on whom, e.g. "learner waits for rollouts").
+buffers_filling, buffers_full, waiting (who waits on whom, e.g. "learner waits for rollouts"); in a multi-task run
+<task>/mean_return and <task>/score of each task and suite_score.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from rich.table import Table
 from rich.text import Text
 
 from beast.config import Config
+from beast.envs.tasks import task_label, task_names
 
 MISSING = "-"
 # The losses shown, in the paper's order.
@@ -41,6 +43,8 @@ class ProgressView:
         self.total_frames = max(1, int(total_frames))
         self.interval_s = cfg.log_interval_s
         self.title = f"beast {cfg.xpid or ''} {cfg.scenario}".replace("  ", " ")
+        names = task_names(cfg.scenario)
+        self.tasks = [task_label(name) for name in names] if len(names) > 1 else []
         self.console = Console(file=file)
         self.live = self.console.is_terminal
         self._live: Live | None = None
@@ -103,6 +107,7 @@ class ProgressView:
             f"learn {_fmt(s.get('learner_fps'), ',.0f')}",
             f"episodes {_fmt(s.get('episodes'), ',')} return {_fmt(s.get('mean_return'), '.2f')} "
             f"length {_fmt(s.get('mean_length'), '.1f')} kills {_fmt(s.get('mean_kills'), '.2f')}",
+            *([f"suite {_fmt(s.get('suite_score'), '.2f')} ({self._tasks_text()})"] if self.tasks else []),
             f"loss {self._losses_text()}",
             f"lag {_fmt(s.get('policy_lag_mean'), '.2f')}",
             f"buffers free {_fmt(s.get('buffers_free'), 'd')} filling {_fmt(s.get('buffers_filling'), 'd')} "
@@ -125,6 +130,14 @@ class ProgressView:
         pct = MISSING if frames is None else f"{100.0 * frames / self.total_frames:.1f}%"
         return f"{_fmt(frames, ',.0f')}/{self.total_frames:,} ({pct})"
 
+    def _tasks_text(self) -> str:
+        """Each task's return (last 100 episodes) and, in brackets, its score against random and its reference."""
+        s = self._snapshot
+        return " · ".join(
+            f"{task} {_fmt(s.get(f'{task}/mean_return'), '.2f')} [{_fmt(s.get(f'{task}/score'), '.2f')}]"
+            for task in self.tasks
+        )
+
     def _losses_text(self) -> str:
         names = [n for n in LOSS_ORDER if n in self._snapshot]
         if not names:
@@ -146,6 +159,11 @@ class ProgressView:
             "last 100 episodes": f"return {_fmt(s.get('mean_return'), '.2f')} · length "
             f"{_fmt(s.get('mean_length'), '.1f')} · kills {_fmt(s.get('mean_kills'), '.2f')} · "
             f"{_fmt(s.get('episodes'), ',')} episodes in all",
+            **(
+                {"tasks": f"suite score {_fmt(s.get('suite_score'), '.2f')} · {self._tasks_text()}"}
+                if self.tasks
+                else {}
+            ),
             "losses": self._losses_text(),
             "policy lag": f"{_fmt(s.get('policy_lag_mean'), '.2f')} learner steps (mean)",
             "buffers": f"free {_fmt(s.get('buffers_free'), 'd')} · filling {_fmt(s.get('buffers_filling'), 'd')} · "

@@ -101,17 +101,25 @@ class Meter:
     """Turns the threads' running totals into the rates and fractions the view and the logs show."""
 
     def __init__(
-        self, batcher: Batcher, learner: LearnerThread, pool: BufferPool, cfg: Config, env_steps: Callable[[], int]
+        self,
+        batcher: Batcher,
+        learner: LearnerThread,
+        pool: BufferPool,
+        cfg: Config,
+        env_totals: Callable[[], tuple[int, int, int]],
     ) -> None:
         self.batcher, self.learner, self.pool, self.cfg = batcher, learner, pool, cfg
-        self.env_steps = env_steps  # () -> the run's env steps (all ranks'; the model and learner times are ours)
+        # () -> the run's (env steps, episodes, env frames): all ranks'; the model and learner times are ours
+        self.env_totals = env_totals
         self._last = self._totals()
 
     def _totals(self) -> dict[str, float]:
         b, lt = self.batcher, self.learner
+        env_steps, _, env_frames = self.env_totals()
         return {
             "time": time.monotonic(),
-            "env_steps": self.env_steps(),
+            "env_steps": env_steps,
+            "env_frames": env_frames,
             "batches": b.batches,
             "inference_s": b.inference_s,
             "wait_buffer_s": b.writer.wait_buffer_s,
@@ -126,8 +134,7 @@ class Meter:
         now, last = self._totals(), self._last
         self._last = now
         dt = max(1e-9, now["time"] - last["time"])
-        skip = self.cfg.frame_skip
-        env_frames = (now["env_steps"] - last["env_steps"]) * skip
+        env_frames = now["env_frames"] - last["env_frames"]
         inference_s = now["inference_s"] - last["inference_s"]
         batches = now["batches"] - last["batches"]
         return {
@@ -138,7 +145,7 @@ class Meter:
             "learner_busy_frac": (now["step_s"] - last["step_s"]) / dt,
             "learner_wait_frac": (now["wait_s"] - last["wait_s"]) / dt,
             "actor_wait_frac": (now["wait_buffer_s"] - last["wait_buffer_s"]) / dt,
-            "mean_inference_batch": (env_frames / skip) / batches if batches else 0.0,
+            "mean_inference_batch": (now["env_steps"] - last["env_steps"]) / batches if batches else 0.0,
         }
 
     def waiting(self) -> str:
@@ -177,7 +184,7 @@ class Trainer:
         self.world = world or World()
         self.device = rank_device(resolve_device(cfg.device), self.world)
         self.envs = EnvSet(rank_config(cfg, self.world))
-        self.counters_base = {"env_steps": 0, "episodes": 0}
+        self.counters_base = {"env_steps": 0, "episodes": 0, "env_frames": 0}
         self.checkpoint_path = run_path / CHECKPOINT_NAME
         self.resumed_at: int | None = None  # the frames of the checkpoint a resumed run continues from
         self._errors_reported = 0
@@ -191,10 +198,11 @@ class Trainer:
             self.envs.cfg = dataclasses.replace(self.envs.cfg, doom_skill=self.curriculum.skill)
         first = self.envs.start()
         num_actions = self.envs.num_actions
+        available = self.envs.actions.available  # type: ignore[union-attr]
         if payload is not None and payload["num_actions"] != num_actions:
             fail(f"the checkpoint's model has {payload['num_actions']} actions; this scenario has {num_actions}.")
         torch.manual_seed(cfg.seed)
-        model = build_model(cfg, num_actions).to(self.device)
+        model = build_model(cfg, num_actions, available).to(self.device)
         optimizer = build_optimizer(model.parameters(), cfg)
         frames_per_step = frames_per_learner_step(cfg, self.world.size)
         scheduler = build_scheduler(optimizer, cfg, frames_per_step)
@@ -210,7 +218,7 @@ class Trainer:
             self._say_world_change(counters.get("ranks", 1))
         broadcast_state(model, self.world)
         model.train()
-        inference = build_model(cfg, num_actions).to(self.device)
+        inference = build_model(cfg, num_actions, available).to(self.device)
         weights = PolicyWeights(inference)
         weights.publish(model, counters.get("learner_steps", 0))
 
@@ -241,14 +249,13 @@ class Trainer:
             learner_steps=counters.get("learner_steps", 0),
             frames=counters.get("frames", 0),
             sync=self.sync,
-            frames_per_step=frames_per_step,
         )
         rank_cfg = self.envs.cfg
         policy = ModelPolicy(weights, cfg, lambda: learner.frames, seed=rank_cfg.seed + learner.steps)
         self.batcher = Batcher(rank_cfg, self.envs, pool, policy, self.device, self.stop, first)
         self.learner, self.pool, self.weights = learner, pool, weights
         self.model, self.optimizer, self.scheduler, self.num_actions = model, optimizer, scheduler, num_actions
-        self.meter = Meter(self.batcher, learner, pool, cfg, lambda: self._run_totals()[0])
+        self.meter = Meter(self.batcher, learner, pool, cfg, self._run_totals)
         self.resumed_at = counters.get("frames") if payload is not None else None
         self.built = True
         return self
@@ -280,6 +287,7 @@ class Trainer:
                 stop=self.stop,
                 frames=learner.frames,
                 best_return=best_return(self.run_path) if resumed else -math.inf,
+                actions=self.envs.actions,
             )
             for t in threads:
                 t.start()
@@ -369,13 +377,12 @@ class Trainer:
         self._errors_reported = count
 
     def counters(self) -> dict[str, int]:
-        env_steps, episodes = self._run_totals()
-        steps = self.counters_base["env_steps"] + env_steps
+        env_steps, episodes, env_frames = self._run_totals()
         return {
             "frames": self.learner.frames,
             "learner_steps": self.learner.steps,
-            "env_steps": steps,
-            "env_frames": steps * self.cfg.frame_skip,
+            "env_steps": self.counters_base["env_steps"] + env_steps,
+            "env_frames": self.counters_base["env_frames"] + env_frames,
             "episodes": self.counters_base["episodes"] + episodes,
             "doom_skill": self.envs.cfg.doom_skill,
             "ranks": self.world.size,
@@ -407,15 +414,16 @@ class Trainer:
         print(f"beast: ranks {differ} hold weights that differ from rank 0's: the learners diverged", file=sys.stderr)
         return False
 
-    def _run_totals(self) -> tuple[int, int]:
-        """(env steps, episodes) of this run so far: every rank's, as of the last learner step, with ranks."""
+    def _run_totals(self) -> tuple[int, int, int]:
+        """(env steps, episodes, env frames) of this run so far: every rank's, as of the last learner step, with
+        ranks."""
         if self.sync is not None:
-            return self.sync.env_steps, self.sync.episodes
+            return self.sync.env_steps, self.sync.episodes, self.sync.env_frames
         return self._local_totals()
 
-    def _local_totals(self) -> tuple[int, int]:
-        """(env steps, episodes) of this rank's envs so far."""
-        return self.batcher.steps, self.batcher.episode_log.episodes
+    def _local_totals(self) -> tuple[int, int, int]:
+        """(env steps, episodes, env frames) of this rank's envs so far."""
+        return self.batcher.steps, self.batcher.episode_log.episodes, self.batcher.frames
 
     def _say_world_change(self, saved_ranks: int) -> None:
         if saved_ranks != self.world.size and self.world.is_main:

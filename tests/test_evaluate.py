@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import imageio.v3 as iio
 import numpy as np
@@ -17,6 +18,8 @@ import torch
 
 from beast.config import Config
 from beast.envs import EnvClient, EnvServer
+from beast.envs.client import Results
+from beast.envs.tasks import COMMUNAL_BUTTONS, ActionSpace, suite_score, task_config, task_score
 from beast.evaluate import EVAL_NAME, GIF_NAME, evaluate_policy, main
 from beast.gif import frame
 from beast.learn import build_optimizer, build_scheduler
@@ -27,6 +30,10 @@ REPO = Path(__file__).resolve().parents[1]
 BINARY = os.environ.get("BEAST_ENVSERVER_BINARY", Config().envserver_binary)
 BASIC_ACTIONS = 3  # MOVE_LEFT, MOVE_RIGHT, ATTACK
 EPISODE_FIELDS = {"episode", "env", "return", "length", "kills", "reached_goal", "truncated", "crashed"}
+TASKS = "basic,defend_the_center"
+# Their scenarios' buttons (the .cfg files'): the communal space maps basic onto MOVE_LEFT, MOVE_RIGHT, ATTACK
+# and defend_the_center onto ATTACK, TURN_LEFT, TURN_RIGHT.
+TASK_BUTTONS = [["MOVE_LEFT", "MOVE_RIGHT", "ATTACK"], ["TURN_LEFT", "TURN_RIGHT", "ATTACK"]]
 
 
 def small_config(**overrides: object) -> Config:
@@ -44,10 +51,11 @@ def small_config(**overrides: object) -> Config:
     return dataclasses.replace(Config(), **values)  # type: ignore[arg-type]
 
 
-def write_checkpoint(path: Path, num_actions: int = BASIC_ACTIONS) -> Config:
-    cfg = small_config()
+def write_checkpoint(path: Path, num_actions: int = BASIC_ACTIONS, scenario: str = "basic") -> Config:
+    cfg = small_config(scenario=scenario)
     torch.manual_seed(0)
-    model = build_model(cfg, num_actions)
+    space = ActionSpace.for_tasks(TASK_BUTTONS, TASKS.split(","))
+    model = build_model(cfg, num_actions, space.available if "," in scenario else None)
     optimizer = build_optimizer(model.parameters(), cfg)
     save_checkpoint(
         path,
@@ -181,3 +189,134 @@ def test_evaluate_policy_shares_episodes_among_envs_and_records_env_0s_first_epi
     assert len(frames) == episodes[0]["length"]  # one frame per step of env 0's first episode
     assert frames[0].shape[1] == 3 * 64 * 4 and frames[0].dtype == np.uint8
     assert len({f.shape for f in frames}) == 1
+
+
+def write_multitask_checkpoint(path: Path) -> Config:
+    """A fresh 2-task model's checkpoint, as a basic,defend_the_center run writes it (7 communal actions)."""
+    return write_checkpoint(path, num_actions=len(COMMUNAL_BUTTONS), scenario=TASKS)
+
+
+class RecordingClient:
+    """The client `evaluate_policy` drives, keeping every action sent to the server."""
+
+    def __init__(self, client: EnvClient) -> None:
+        self.client = client
+        self.info = client.info
+        self.sent: list[np.ndarray] = []
+
+    def reset(self) -> Results:
+        return self.client.reset()
+
+    def step(self, actions: np.ndarray) -> Results:
+        self.sent.append(np.array(actions))
+        return self.client.step(actions)
+
+
+class RecordingModel(torch.nn.Module):
+    """The model, keeping the task ids it was given and the actions it chose."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.tasks: list[torch.Tensor] = []
+        self.actions: list[torch.Tensor] = []
+
+    def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> Any:
+        return self.model.initial_state(batch_size, device)  # type: ignore[operator]
+
+    def forward(self, inputs: dict[str, torch.Tensor], state: Any) -> Any:
+        outputs, state = self.model(inputs, state)
+        self.tasks.append(inputs["task"].clone())
+        self.actions.append(outputs["action"].clone())
+        return outputs, state
+
+
+def test_evaluate_policy_on_a_multitask_space_sends_each_tasks_own_buttons(one_thread: None) -> None:
+    cfg = small_config(scenario=TASKS)
+    names = TASKS.split(",")
+    buttons = []
+    for t in range(2):  # the servers' own buttons, as the trainer and --mode=test build the space from
+        task_cfg = dataclasses.replace(task_config(cfg, t), envs_per_server=1)
+        with EnvServer.from_config(task_cfg) as server, EnvClient(server.address) as env:
+            buttons.append(env.info.action_names)
+    assert buttons == TASK_BUTTONS
+    space = ActionSpace.for_tasks(buttons, names)
+    torch.manual_seed(0)
+    model = RecordingModel(build_model(cfg, space.num_actions, space.available).train())  # train(): it samples
+    for t in range(2):
+        model.tasks.clear()
+        model.actions.clear()
+        frames: list[np.ndarray] = []
+        task_cfg = dataclasses.replace(task_config(cfg, t), envs_per_server=2)
+        with EnvServer.from_config(task_cfg) as server, EnvClient(server.address) as env:
+            client = RecordingClient(env)
+            episodes = evaluate_policy(
+                model,
+                client,
+                2,
+                cfg=task_cfg,
+                frames_out=frames,
+                max_steps=40,
+                task=t,
+                actions=space,  # type: ignore[arg-type]
+            )
+        assert all((ids == t).all() for ids in model.tasks), "the model reads the task's id"
+        chosen = torch.cat(model.actions, dim=1)[0].numpy()
+        # the untrained policy is near uniform over the task's three buttons and never picks one it lacks
+        assert set(chosen.tolist()) == set(np.flatnonzero(space.available[t]).tolist()), chosen
+        sent = np.stack(client.sent).reshape(-1)
+        assert (sent == space.native[t, chosen]).all() and set(sent.tolist()) == {0, 1, 2}
+        assert len(frames) > 0 and all(e["length"] > 0 for e in episodes)
+
+
+def test_mode_test_on_a_multitask_checkpoint_reports_every_task_and_the_suite_score(tmp_path: Path) -> None:
+    path = tmp_path / "run" / CHECKPOINT_NAME
+    write_multitask_checkpoint(path)
+    proc = run_cli("--episodes", "1", "--record-gif", "--checkpoint", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert "suite score" in proc.stdout and "defend_the_center" in proc.stdout
+
+    report = json.loads((path.parent / EVAL_NAME).read_text())
+    assert report["scenario"] == TASKS and report["counters"]["frames"] == 1234
+    assert "summary" not in report and "episodes" not in report, "a multi-task report's figures are per task"
+    assert list(report["tasks"]) == TASKS.split(",")
+    for name, task in report["tasks"].items():
+        assert task["summary"]["episodes"] == 1 and set(task["episodes"][0]) >= EPISODE_FIELDS
+        assert task["score"] == pytest.approx(task_score(name, task["summary"]["mean_return"]))
+        gif = path.parent / f"episode_{name}.gif"
+        assert task["gif"] == str(gif) and iio.imread(gif, index=None).shape[0] > 1
+    # each task plays its own spec's game: basic 8 tics a step, so its 300-tic timeout comes within 38 steps
+    assert report["tasks"]["basic"]["episodes"][0]["length"] <= 38
+    returns = {name: task["summary"]["mean_return"] for name, task in report["tasks"].items()}
+    assert report["suite_score"] == pytest.approx(suite_score(returns))
+    assert not (path.parent / GIF_NAME).exists()
+
+
+def test_mode_test_plays_only_the_task_scenario_names_and_the_random_reference_plays_them_all(tmp_path: Path) -> None:
+    path = tmp_path / CHECKPOINT_NAME
+    write_multitask_checkpoint(path)
+    proc = run_cli("--scenario", "basic", "--episodes", "2", "--json", "--checkpoint", str(path))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["scenario"] == "basic" and list(report["tasks"]) == ["basic"]
+    assert len(report["tasks"]["basic"]["episodes"]) == 2
+    assert report["suite_score"] == pytest.approx(report["tasks"]["basic"]["score"])
+
+    proc = run_cli("--savedir", str(tmp_path), f"--scenario={TASKS}", "--eval-policy=random", "--episodes=1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["checkpoint"] is None and list(report["tasks"]) == TASKS.split(",")
+    assert all(len(task["episodes"]) == 1 for task in report["tasks"].values())
+
+
+def test_a_scenario_outside_the_checkpoints_tasks_exits_2_naming_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    multi, single = tmp_path / "multi.pt", tmp_path / "single.pt"
+    write_multitask_checkpoint(multi)
+    write_checkpoint(single)
+    cfg = dataclasses.replace(Config(), mode="test", envserver_binary=BINARY, episodes=1)
+    err = _exit_2(dataclasses.replace(cfg, checkpoint=str(multi), scenario="take_cover"), capsys)
+    assert "take_cover is not a task" in err and "basic, defend_the_center" in err
+    err = _exit_2(dataclasses.replace(cfg, checkpoint=str(single), scenario=TASKS), capsys)
+    assert "trained on 'basic' alone" in err

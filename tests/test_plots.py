@@ -164,3 +164,23 @@ def test_runs_compared_and_a_reference_by_wall_time(tmp_path: Path) -> None:
     reference.write_text("no curve here\n")
     with pytest.raises(plots.PlotError):
         plots.read_reference(reference)
+
+
+def test_a_multi_task_run_draws_each_task_and_the_suite(tmp_path: Path) -> None:
+    tasks = ("basic", "defend_the_center")
+    with RunLogger(tmp_path, Config(scenario=",".join(tasks))) as logger:
+        for i in range(ROWS):
+            stats: dict[str, object] = {"mean_return": float(i), "suite_score": 0.1 * i}
+            for k, task in enumerate(tasks):
+                stats[f"{task}/mean_return"] = 10.0 * k + i
+                stats[f"{task}/score"] = 0.1 * (i + k)
+                stats[f"{task}/reward/scenario"] = 1.0
+            logger.log(counters(i), stats)
+    data = plots.read_logs(tmp_path / CSV_NAME)
+    (scores, returns, _) = plots.FIGURES[1].panels
+    assert plots.FIGURES[1].name == "tasks"
+    assert [label for label, _ in plots._select(scores, data)] == ["basic", "defend_the_center", "suite (training)"]
+    assert [label for label, _ in plots._select(returns, data)] == list(tasks)
+    written = plots.plot_run(tmp_path)
+    assert tmp_path / "plots" / "tasks.png" in written
+    png_size(tmp_path / "plots" / "tasks.png")

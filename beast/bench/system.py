@@ -22,6 +22,7 @@ import time
 import torch
 
 from beast.bench.envs import WARMUP_S, raw_steps_per_second, server_steps_per_second
+from beast.bench.memory import peak_rss_mib_of_this_process, total_rss_mib
 from beast.bench.report import BenchRow
 from beast.config import Config
 from beast.device import resolve_device
@@ -101,6 +102,8 @@ def run_system(cfg: Config, mode: str) -> dict[str, float]:
             t.start()
         result = _window(batcher, cfg.bench_seconds, learner)
         result["num_actions"] = num_actions
+        servers = [pid for slot in envs.slots if slot.local is not None for pid in slot.local.process_group()]
+        result["server_rss_mib_per_env"] = total_rss_mib(servers) / envs.num_envs
         if batcher.error is not None:
             raise batcher.error
         if learner is not None and learner.error is not None:
@@ -175,6 +178,16 @@ def run(cfg: Config) -> list[BenchRow]:
             f"learner busy {train['learner_busy_frac']:.0%}, waits {train['learner_wait_frac']:.0%}; "
             f"actors wait {train['actor_wait_frac']:.0%}",
         ),
+    ]
+    rows += [
+        BenchRow(
+            "memory",
+            "env server RSS per env",
+            train["server_rss_mib_per_env"],
+            "MiB",
+            "server and its engines, while training, over its games",
+        ),
+        BenchRow("memory", "trainer peak RSS", peak_rss_mib_of_this_process(), "MiB", "this process, after every row"),
     ]
     capacities = {"env": trivial_fps, "inference": inference_capacity, "learner": learner}
     slowest = min(capacities, key=capacities.__getitem__)

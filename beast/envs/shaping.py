@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from beast.config import Config
+from beast.envs.tasks import task_label
 
 REQUIRED_VARS = ("POSITION_X", "POSITION_Y", "HITS_TAKEN", "HITCOUNT", "KILLCOUNT", "DAMAGE_TAKEN")
 SHAPED_TERMS = ("travel", "hits_taken", "hits", "kills", "potential", "terminal")
@@ -203,3 +204,54 @@ class RewardShaper:
             ],
             axis=1,
         )
+
+
+class TaskRewards:
+    """The training reward of a multi-task run's envs: each task's own `RewardShaper` (its reward mode, scale and
+    potential, `tasks.task_config`) for the envs of that task; one task is one shaper. The interface is the
+    shaper's, so the acting step does not know how many tasks there are."""
+
+    def __init__(self, var_names: Sequence[str], task_cfgs: Sequence[Config], env_task: np.ndarray) -> None:
+        self.env_task = env_task
+        self.labels = [task_label(task.scenario) for task in task_cfgs]
+        self.shapers = [RewardShaper(var_names, task, len(env_task)) for task in task_cfgs]
+
+    def _split(self, env_ids: np.ndarray) -> list[tuple[RewardShaper, np.ndarray]]:
+        if len(self.shapers) == 1:
+            return [(self.shapers[0], np.arange(len(env_ids)))]
+        tasks = self.env_task[env_ids]
+        return [(shaper, np.flatnonzero(tasks == t)) for t, shaper in enumerate(self.shapers) if (tasks == t).any()]
+
+    def reset(self, env_ids: np.ndarray, vars_: np.ndarray) -> None:
+        for shaper, rows in self._split(env_ids):
+            shaper.reset(env_ids[rows], vars_[rows])
+
+    def step(
+        self,
+        env_ids: np.ndarray,
+        vars_: np.ndarray,
+        scenario_reward: np.ndarray,
+        done: np.ndarray,
+        truncated: np.ndarray,
+        final_vars: np.ndarray,
+    ) -> np.ndarray:
+        """`RewardShaper.step` for each task's envs among `env_ids`, in their order."""
+        parts = self._split(env_ids)
+        if len(parts) == 1:
+            return parts[0][0].step(env_ids, vars_, scenario_reward, done, truncated, final_vars)
+        reward = np.empty(len(env_ids), dtype=np.float32)
+        for shaper, rows in parts:
+            reward[rows] = shaper.step(
+                env_ids[rows], vars_[rows], scenario_reward[rows], done[rows], truncated[rows], final_vars[rows]
+            )
+        return reward
+
+    def term_stats(self) -> dict[str, float | None]:
+        """`reward/<term>` of one task; `<task>/reward/<term>` of each of several."""
+        if len(self.shapers) == 1:
+            return self.shapers[0].term_stats()
+        return {
+            f"{label}/{key}": value
+            for label, shaper in zip(self.labels, self.shapers, strict=True)
+            for key, value in shaper.term_stats().items()
+        }

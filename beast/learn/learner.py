@@ -82,6 +82,9 @@ def split_rollout(
     the reward, `done` and `truncated` that arrived at slot t+1, and pi's logits and value (in reward units, no
     gradient) at slot t. The bootstrap is V at slot T, cut by the discount where slot T starts a new episode.
 
+    `task` is each step's task (0 in a single-task batch, which need not carry the key) and `available` the
+    model's mask of each step's actions (None when it masks none).
+
     Time-outs are not deaths (Pardo et al. 2018): a step that ended its episode by the time limit bootstraps from
     the value of the state it was cut in, `r_t + gamma V(s_{t+1})`. Its successor slot holds the next episode's
     first frame, so the cut state's value is taken as V(x_t), one step earlier, and added to the reward, while the
@@ -91,7 +94,11 @@ def split_rollout(
     done = batch["done"][1:].bool()
     values = outputs["baseline"][:-1].detach()
     timeout_bootstrap = batch["truncated"][1:].bool().to(values.dtype) * cfg.discounting * values
+    task = batch.get("task")
+    available = outputs.get("available")
     return {
+        "task": (torch.zeros_like(done, dtype=torch.int64) if task is None else task[:-1].to(torch.int64)),
+        "available": None if available is None else available[:-1],  # type: ignore[dict-item]
         "target_logits": outputs["policy_logits"][:-1],
         "values": values,
         "bootstrap_value": outputs["baseline"][-1].detach(),
@@ -117,6 +124,16 @@ def compute_vtrace(steps: Mapping[str, torch.Tensor], cfg: Config) -> vtrace.VTr
         clip_pg_rho_threshold=cfg.clip_pg_rho_threshold,
         lambda_=cfg.vtrace_lambda,
     )
+
+
+def _at_bound_frac(logits: torch.Tensor, available: torch.Tensor | None, bound: float) -> torch.Tensor:
+    """The share of the (available) logits at `--logit-lower-bound`; 0 with the bound off."""
+    if bound >= 0:
+        return torch.zeros((), device=logits.device)
+    at = logits <= bound
+    if available is None:
+        return at.to(torch.float32).mean()
+    return (at & available).sum().to(torch.float32) / available.sum().clamp(min=1)
 
 
 def _check_batch(batch: Mapping[str, torch.Tensor]) -> tuple[int, int]:
@@ -181,7 +198,9 @@ def learn_step(
                     action int64[T+1,B];
                     policy_logits float32[T+1,B,A] exactly the logits the action was sampled from (perturbed ones
                                             during warm-up, see `techniques.perturb_logits`);
-                    policy_version int64[T+1,B] the learner version of the weights that acted.
+                    policy_version int64[T+1,B] the learner version of the weights that acted;
+      and in a multi-task run task int64[T+1,B], the task of the env that filled the rollout (its PopArt
+                    statistics and value head; absent: task 0).
     Slot T of rollout k is slot 0 of rollout k+1 (rollouts overlap by one). The agent outputs at slot T and the
     env outputs reward/done at slot 0 are not used here (they belong to the neighbouring rollouts).
 
@@ -219,21 +238,23 @@ def learn_step(
     # 2. V-trace in reward units (targets carry no gradient; only log pi(a) does, for the policy gradient).
     vt = compute_vtrace(steps, cfg)
 
-    # 3. PopArt: new statistics from these targets. The critic's values (reward units, with gradient, from the old
-    # statistics) and the targets are both normalised by the new ones; the advantages are measured in sigmas.
+    # 3. PopArt: new statistics from these targets, each task's from its own steps. The critic's values (reward
+    # units, with gradient, from the old statistics) and the targets are both normalised by the new ones; the
+    # advantages are measured in sigmas of the step's task.
     popart = typing.cast(PopArt, model.popart)
     old_mu, old_sigma = popart.mu.clone(), popart.sigma.clone()
+    task = steps["task"]
     if cfg.popart:
-        popart.update(vt.vs, average=ranks.mean if ranks is not None else None)
-    sigma = popart.sigma.to(vt.vs.dtype)[0]
+        popart.update(vt.vs, task=task, average=ranks.mean if ranks is not None else None)
+    sigma = popart.sigma.to(vt.vs.dtype)[task]  # [T, B]
 
     # 4. The three losses, each a sum over the T x B steps, weighted as in the paper's "overall update".
     pg_loss = losses.policy_gradient_loss(vt.target_action_log_probs, vt.pg_advantages / sigma)
     baseline_loss = cfg.baseline_cost * losses.baseline_loss(
-        popart.normalize(vt.vs), popart.normalize(outputs["baseline"][:-1])
+        popart.normalize(vt.vs, task), popart.normalize(outputs["baseline"][:-1], task)
     )
     exploration = losses.EXPLORATION_LOSSES[cfg.exploration_loss]
-    entropy_loss = cfg.entropy_cost * exploration(steps["target_logits"])
+    entropy_loss = cfg.entropy_cost * exploration(steps["target_logits"], steps["available"])
     # Critic warm-up trains the critic alone: the actor's losses stay out of the gradient.
     total_loss = baseline_loss if warmup else pg_loss + baseline_loss + entropy_loss
 
@@ -304,17 +325,19 @@ def learn_step(
             "pg_advantages_std": adv_std,
             "explained_variance": diagnostics.explained_variance(vt.vs, steps["values"]),
             "popart_mu": popart.mu[0],
-            "popart_sigma": sigma,
+            "popart_sigma": popart.sigma[0],
             "reward_mean": steps["rewards"].mean(),
             "done_frac": batch["done"][1:].to(torch.float32).mean(),
             "truncated_frac": batch["truncated"][1:].to(torch.float32).mean(),
-            "logits_at_lower_bound_frac": (logits <= cfg.logit_lower_bound).to(torch.float32).mean()
-            if cfg.logit_lower_bound < 0
-            else torch.zeros((), device=device),
+            "logits_at_lower_bound_frac": _at_bound_frac(logits, steps["available"], cfg.logit_lower_bound),
             "learning_rate": torch.tensor(float(learning_rate)),
             "critic_warmup": torch.tensor(float(warmup)),
         }
     )
+    if popart.mu.shape[0] > 1:
+        # Each task's statistics: `popart_mu`/`popart_sigma` above are task 0's, as in a single-task run.
+        for k in range(popart.mu.shape[0]):
+            stats[f"popart_mu/{k}"], stats[f"popart_sigma/{k}"] = popart.mu[k], popart.sigma[k]
     # Fixed order (STAT_KEYS, then the per-loss norms) so CSV columns and printed tables line up across steps.
     names = [key for key in (*STAT_KEYS, *PER_LOSS_KEYS) if key in stats]
     names += [key for key in stats if key not in names]  # a model with other blocks still gets its norms reported

@@ -31,24 +31,31 @@ def baseline_loss(vs: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return 0.5 * ((vs.detach() - values) ** 2).sum()
 
 
-def symmetric_kl_to_uniform_loss(policy_logits: torch.Tensor) -> torch.Tensor:
+def symmetric_kl_to_uniform_loss(policy_logits: torch.Tensor, available: torch.Tensor | None = None) -> torch.Tensor:
     """sum_t [KL(pi || u) + KL(u || pi)] with u uniform: sum_t sum_a (pi(a) - 1/A) log pi(a|x_t) (the log A terms
     cancel). Sample Factory's exploration loss for Doom.
 
     Why not the entropy alone: the entropy's gradient vanishes as the policy becomes deterministic, so once one
     action pays reliably (deadly_corridor's forward) nothing pulls the others back and the policy collapses onto
     it. KL(u || pi)'s gradient with respect to the logits is pi - u, which grows, rather than fades, as any action's
-    probability goes to zero. policy_logits: `[T, B, A]`. Returns a scalar (unweighted).
+    probability goes to zero. policy_logits: `[T, B, A]`. `available` `[T, B, A]` bool (a multi-task model's mask):
+    u is uniform over each step's available actions and the masked ones, whose probability is 0 by construction,
+    are left out (their log pi is a huge constant that would otherwise swamp the loss). Returns a scalar
+    (unweighted).
     """
     log_policy = F.log_softmax(policy_logits, dim=-1)
-    return ((log_policy.exp() - 1.0 / policy_logits.shape[-1]) * log_policy).sum()
+    if available is None:
+        return ((log_policy.exp() - 1.0 / policy_logits.shape[-1]) * log_policy).sum()
+    mask = available.to(log_policy.dtype)
+    uniform = mask / mask.sum(dim=-1, keepdim=True)
+    return ((log_policy.exp() - uniform) * log_policy * mask).sum()
 
 
-def entropy_loss(policy_logits: torch.Tensor) -> torch.Tensor:
+def entropy_loss(policy_logits: torch.Tensor, available: torch.Tensor | None = None) -> torch.Tensor:
     """sum_t sum_a pi(a|x_t) log pi(a|x_t), the *negative* entropy: minimising it raises the entropy (the bonus).
 
     policy_logits: `[T, B, A]` target logits. Returns a scalar (unweighted; the learner multiplies by
-    `entropy_cost`).
+    `entropy_cost`). `available` changes nothing: a masked action's probability is exactly 0 and so is its term.
     """
     log_policy = F.log_softmax(policy_logits, dim=-1)
     return (log_policy.exp() * log_policy).sum()

@@ -14,6 +14,7 @@ import torch
 from torch.optim.lr_scheduler import LRScheduler
 
 from beast.config import Config
+from beast.envs.tasks import task_configs
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Config) -> torch.optim.Optimizer:
@@ -33,8 +34,11 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Config) -> torch.
 
 def frames_per_learner_step(cfg: Config, ranks: int = 1) -> int:
     """Frames one learner step consumes: T x B agent steps, each `frame_skip` engine tics, on each of `ranks`
-    synchronous learners."""
-    return cfg.unroll_length * cfg.batch_size * cfg.frame_skip * ranks
+    synchronous learners. In a multi-task run, whose tasks may step with different frame skips, the expected
+    frames: each task's share of the rollouts is its share of the envs, an equal one (the learner counts each
+    step's frames exactly; only the learning rate's schedule uses this)."""
+    skips = [task.frame_skip for task in task_configs(cfg)]
+    return round(cfg.unroll_length * cfg.batch_size * ranks * sum(skips) / len(skips))
 
 
 class LinearDecay(LRScheduler):

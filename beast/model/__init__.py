@@ -13,18 +13,24 @@ Interface (TorchBeast-style):
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from beast.config import Config
+from beast.envs.tasks import is_multitask
 from beast.model.agent import GROUPS, ViciousTwinMAMBA
 
 __all__ = ["GROUPS", "ViciousTwinMAMBA", "block_grad_norms", "build_model"]
 
 
-def build_model(cfg: Config, num_actions: int) -> ViciousTwinMAMBA:
-    """The agent `cfg` describes (core, widths, Mamba backend), on the CPU; move it with `.to(device)`."""
-    return ViciousTwinMAMBA(cfg, num_actions)
+def build_model(cfg: Config, num_actions: int, available: np.ndarray | torch.Tensor | None = None) -> ViciousTwinMAMBA:
+    """The agent `cfg` describes (core, widths, Mamba backend), on the CPU; move it with `.to(device)`.
+    `available` [K, A] bool: each task's buttons in a multi-task run (`ActionSpace.available`); None for one task."""
+    if available is None and is_multitask(cfg):
+        raise ValueError("a multi-task model needs each task's available actions (ActionSpace.available).")
+    mask = None if available is None or not is_multitask(cfg) else torch.as_tensor(available, dtype=torch.bool)
+    return ViciousTwinMAMBA(cfg, num_actions, mask)
 
 
 def block_grad_norms(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -11,6 +11,12 @@ whatever the rollout holds there (the ended episode's last reward, which the lea
 The critic's last layer outputs a PopArt-normalised value (`beast.model.popart`): `baseline` is the value in
 reward units, `sigma * n + mu` of the layer's output n.
 
+Multi-task (`beast.envs.tasks`): `inputs["task"]` [T, B] names each env's task. The critic has one output per
+task, each with its own PopArt statistics (Hessel et al. 2019: no task's reward scale sets another's), and the
+task's row of `available` [K, A] masks the logits of the buttons its scenario lacks (`MASKED_LOGIT`); `outputs`
+then carries that mask as `available` [T, B, A] for the exploration loss. The policy itself is not told the task:
+as in IMPALA's multi-task agent, it tells the tasks apart by what it sees.
+
 The recurrent state's batch dim is 0 for every core (`beast.model.cores` lists the tensors).
 """
 
@@ -23,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from beast.config import Config
+from beast.envs.tasks import MASKED_LOGIT
 from beast.model.cores import State, build_core
 from beast.model.organs import ActionOrgan, AudioOrgan, VisionOrgan
 from beast.model.popart import PopArt
@@ -43,9 +50,13 @@ def mlp_head(in_dim: int, hidden: int, out_dim: int, last_gain: float = 1.0) -> 
 class ViciousTwinMAMBA(nn.Module):
     """The seed's agent; `cfg.core` picks the core (mamba, lstm, none), the rest is the same for all."""
 
-    def __init__(self, cfg: Config, num_actions: int) -> None:
+    available: torch.Tensor | None
+
+    def __init__(self, cfg: Config, num_actions: int, available: torch.Tensor | None = None) -> None:
+        """`available` [K, A] bool: a multi-task run's mask of each task's buttons (None: one task, no mask)."""
         super().__init__()
         self.num_actions = num_actions
+        self.num_tasks = 1 if available is None else int(available.shape[0])
         self.logit_lower_bound = cfg.logit_lower_bound
         audio_dim = cfg.d_model // 2
         self.vision = VisionOrgan(cfg.d_model)
@@ -55,8 +66,12 @@ class ViciousTwinMAMBA(nn.Module):
         self.core = build_core(cfg, cfg.d_model + audio_dim + cfg.action_embed_dim + 1)
         # A small last layer starts the policy near uniform, so early behaviour explores evenly.
         self.policy_head = mlp_head(cfg.d_model, cfg.head_hidden, num_actions, last_gain=0.01)
-        self.critic_head = mlp_head(cfg.d_model, cfg.head_hidden, 1)
-        self.popart = PopArt(num_tasks=1, beta=cfg.popart_beta)
+        self.critic_head = mlp_head(cfg.d_model, cfg.head_hidden, self.num_tasks)
+        self.popart = PopArt(num_tasks=self.num_tasks, beta=cfg.popart_beta)
+        # Not saved: the run's servers say which buttons each task has, and a checkpoint is played by servers too.
+        self.register_buffer(
+            "available", None if available is None else available.to(torch.bool).clone(), persistent=False
+        )
 
     @property
     def value_layer(self) -> nn.Linear:
@@ -73,7 +88,8 @@ class ViciousTwinMAMBA(nn.Module):
 
     def forward(self, inputs: Mapping[str, torch.Tensor], state: State) -> tuple[dict[str, torch.Tensor], State]:
         """inputs: rgb [T,B,3,64,64] u8, depth/enemy [T,B,1,64,64] u8, audio [T,B,2,1024] i16, last_action [T,B]
-        i64, reward [T,B] f32, done [T,B] bool -> ({policy_logits [T,B,A], baseline [T,B], action [T,B]}, state).
+        i64, reward [T,B] f32, done [T,B] bool, and in a multi-task model task [T,B] i64 -> ({policy_logits [T,B,A],
+        baseline [T,B], action [T,B]; available [T,B,A] when masked}, state).
         """
         T, B = inputs["last_action"].shape
         dtype = self.action.embed.weight.dtype
@@ -100,7 +116,15 @@ class ViciousTwinMAMBA(nn.Module):
             # clamp passes the gradient where a logit is above the bound and blocks it where clamped; doing it
             # here means actors sample from, and the learner scores, the same clamped logits.
             logits = logits.clamp(min=self.logit_lower_bound)
-        normalized_baseline = self.critic_head(core_out).squeeze(-1)  # [T, B]
+        task = inputs["task"].to(torch.int64) if self.num_tasks > 1 else None
+        available = None
+        if self.available is not None and task is not None:
+            available = self.available[task]  # [T, B, A]
+            logits = logits.masked_fill(~available, MASKED_LOGIT)
+        normalized = self.critic_head(core_out)  # [T, B, K]: one value per task
+        normalized_baseline = (
+            normalized.squeeze(-1) if task is None else normalized.gather(-1, task.unsqueeze(-1)).squeeze(-1)
+        )
 
         with torch.no_grad():
             flat_logits = logits.detach().reshape(T * B, -1).float()
@@ -110,7 +134,9 @@ class ViciousTwinMAMBA(nn.Module):
                 action = flat_logits.argmax(dim=-1)
         outputs = {
             "policy_logits": logits,
-            "baseline": self.popart.denormalize(normalized_baseline),
+            "baseline": self.popart.denormalize(normalized_baseline, task),
             "action": action.view(T, B),
         }
+        if available is not None:
+            outputs["available"] = available
         return outputs, new_state

@@ -18,13 +18,13 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from beast.envs.shaping import RewardShaper
+from beast.envs.shaping import RewardShaper, TaskRewards
 
 OBS_KEYS = ("rgb", "depth", "enemy", "audio")
 
 
 def transition(
-    shaper: RewardShaper, env_ids: np.ndarray, results: Mapping[str, np.ndarray], reset: bool = False
+    shaper: RewardShaper | TaskRewards, env_ids: np.ndarray, results: Mapping[str, np.ndarray], reset: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`done`, `truncated` and the training reward [n] of the steps whose results (envs `env_ids`) are in hand;
     `reset`: the results are RESET's first observations."""
@@ -43,10 +43,14 @@ def model_inputs(
     reward: np.ndarray,
     last_action: np.ndarray,
     device: torch.device,
+    task: np.ndarray | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The model's inputs [T=1, n, ...] on `device`. The observation arrays must be writable (torch refuses the
-    client's read-only views without a warning): pass copies."""
+    """The model's inputs [T=1, n, ...] on `device`; `task` [n] int64, each env's task, for a multi-task model. The
+    observation arrays must be writable (torch refuses the client's read-only views without a warning): pass
+    copies."""
     rows = {**{key: obs[key] for key in OBS_KEYS}, "done": done, "reward": reward, "last_action": last_action}
+    if task is not None:
+        rows["task"] = task
     # [None] adds T=1 as a numpy view, cheaper than torch's unsqueeze; on the CPU `.to` would be a no-op call.
     inputs = {key: torch.from_numpy(value[None]) for key, value in rows.items()}
     if device.type != "cpu":

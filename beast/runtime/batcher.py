@@ -8,6 +8,10 @@ One loop, one thread, all servers, in three parts with one job each:
      at once so the games step while we write;
   3. `RolloutWriter` writes the batch into the envs' rollout buffers and submits the complete ones to the learner.
 
+In a multi-task run each env's task (`EnvSet.env_task`) goes with every step it writes (the rollout's `task`) and
+into the model's inputs; its reward is its task's (`TaskRewards`), and the policy's action, one of the communal
+buttons, is sent to the server as that scenario's own button index (`ActionSpace.to_native`).
+
 A server that dies (or stops answering) has its envs' unfinished rollouts dropped; it is restarted in the
 background (`EnvSet`) and its envs start over from RESET with `done` set and a zero state. The batcher blocks only
 when no buffer is free, i.e. when the learner is behind; `writer.waiting_for_buffer` says so.
@@ -23,11 +27,12 @@ import torch
 
 from beast.config import Config
 from beast.envs.client import Results
-from beast.envs.shaping import RewardShaper
+from beast.envs.shaping import TaskRewards
+from beast.envs.tasks import task_configs, task_label
 from beast.runtime.acting import OBS_KEYS, model_inputs, transition
 from beast.runtime.buffers import BufferPool
 from beast.runtime.envs import EnvSet
-from beast.runtime.episode_log import EpisodeLog
+from beast.runtime.episode_log import TaskEpisodeLogs
 from beast.runtime.rollout_writer import RolloutWriter, StoppedError
 from beast.runtime.server_io import Arrival, ServerIO
 from beast.runtime.weights import Policy
@@ -49,7 +54,7 @@ class Batcher:
         stop: threading.Event,
         first: list[tuple[int, Results]],
     ) -> None:
-        assert envs.info is not None
+        assert envs.info is not None and envs.actions is not None
         self.cfg = cfg
         self.envs = envs
         self.policy = policy
@@ -58,8 +63,13 @@ class Batcher:
         n = envs.num_envs
         self.state = policy.initial_state(n, device)
         self.last_action = np.zeros(n, dtype=np.int64)
-        self.shaper = RewardShaper(envs.info.var_names, cfg, n)
-        self.episode_log = EpisodeLog(envs.info.var_names)
+        self.actions = envs.actions
+        self.env_task = envs.env_task
+        self.multitask = len(envs.task_names) > 1
+        tasks = task_configs(cfg)
+        self.env_skip = np.array([task.frame_skip for task in tasks], dtype=np.int64)[self.env_task]
+        self.shaper = TaskRewards(envs.info.var_names, tasks, self.env_task)
+        self.episode_log = TaskEpisodeLogs(envs.info.var_names, envs.task_names, self.env_task)
         self.io = ServerIO(
             envs, first, on_down=self._envs_down, on_back=self._envs_back, hang_s=cfg.envserver_hang_timeout_s
         )
@@ -69,6 +79,8 @@ class Batcher:
         self._next_supervise = 0.0
         # Statistics, read by the trainer's thread (ints and floats are atomic to read).
         self.steps = 0  # env steps acted on (resets excluded)
+        self.frames = 0  # their engine tics: steps x each env's frame skip
+        self.task_frames = np.zeros(len(envs.task_names), dtype=np.int64)  # the same, task by task
         self.batches = 0
         self.inference_s = 0.0  # time in policy.act: the model's share of the loop
         self.error: BaseException | None = None
@@ -106,7 +118,9 @@ class Batcher:
         rows = {key: _cat([a.results[key] for a in batch]) for key in OBS_KEYS}
         rows["done"], rows["truncated"], rows["reward"] = self._arrive(batch, g)
         rows["last_action"] = self.last_action[g]
-        inputs = model_inputs(rows, rows["done"], rows["reward"], rows["last_action"], self.device)
+        rows["task"] = self.env_task[g]
+        task = rows["task"] if self.multitask else None
+        inputs = model_inputs(rows, rows["done"], rows["reward"], rows["last_action"], self.device, task)
         # A stateless policy (the benchmark's random one) needs no gather or scatter: skip the index tensor too.
         index = torch.from_numpy(g).to(self.device) if self.state else None
         pre_state = tuple(s.index_select(0, index) for s in self.state) if index is not None else ()
@@ -115,7 +129,7 @@ class Batcher:
         logits, actions, new_state, version = self.policy.act(inputs, pre_state)
         actions_np = actions.cpu().numpy()
         self.inference_s += time.perf_counter() - t0
-        self.io.send(batch, actions_np)
+        self.io.send(batch, self.actions.to_native(rows["task"], actions_np) if self.multitask else actions_np)
 
         if index is not None:
             for s, new in zip(self.state, new_state, strict=True):
@@ -131,7 +145,15 @@ class Batcher:
             g, rows = g[keep], {key: value[keep] for key, value in rows.items()}
             pre_state = tuple(s.index_select(0, torch.from_numpy(keep).to(s.device)) for s in pre_state)
         self.writer.record(g, rows, pre_state)
-        self.steps += int(sum(len(a) for a in batch if not a.reset))
+        stepped = [a for a in batch if not a.reset]
+        self.steps += int(sum(len(a) for a in stepped))
+        if stepped:
+            envs = _join([offsets[a.server] + a.local_ids for a in stepped])
+            self.frames += int(self.env_skip[envs].sum())
+            if self.multitask:
+                self.task_frames += np.bincount(
+                    self.env_task[envs], weights=self.env_skip[envs], minlength=len(self.task_frames)
+                ).astype(np.int64)
         self.batches += 1
 
     def _arrive(self, batch: list[Arrival], g: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -152,14 +174,19 @@ class Batcher:
         ended, truncated, reward = transition(self.shaper, g, r)
         if ended.any():
             r.update({key: _join([a.results[key] for a in batch]) for key in EPISODE_KEYS})
-            self.episode_log.record(r, ended, truncated)
+            self.episode_log.record(r, ended, truncated, g)
         return ended, truncated, reward
 
     # --- statistics ------------------------------------------------------------------------------------------
     def episode_stats(self) -> dict[str, float | None]:
         """Mean return, length, kills and success rate over the last 100 finished episodes (None before the first),
-        and the mean per-episode sum of each reward term."""
-        return {**self.episode_log.stats(), **self.shaper.term_stats()}
+        each task's and the suite score in a multi-task run, and the mean per-episode sum of each reward term."""
+        stats = {**self.episode_log.stats(), **self.shaper.term_stats()}
+        if self.multitask:
+            # Each task's share of the frames acted since this process started (the tasks' frame skips differ).
+            for name, frames in zip(self.envs.task_names, self.task_frames.tolist(), strict=True):
+                stats[f"{task_label(name)}/env_frames"] = float(frames)
+        return stats
 
 
 def _join(arrays: list[np.ndarray]) -> np.ndarray:

@@ -49,6 +49,7 @@ def rollout_specs(obs: Mapping[str, Mapping[str, object]], num_actions: int) -> 
         action=Spec((), torch.int64),
         policy_logits=Spec((num_actions,), torch.float32),
         policy_version=Spec((), torch.int64),
+        task=Spec((), torch.int64),
     )
     return specs
 

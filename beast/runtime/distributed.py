@@ -138,24 +138,34 @@ class RankSync:
     made when there are other ranks."""
 
     def __init__(
-        self, world: World, device: torch.device, local_counts: Callable[[], tuple[int, int]], skill: Callable[[], int]
+        self,
+        world: World,
+        device: torch.device,
+        local_counts: Callable[[], tuple[int, int, int]],
+        skill: Callable[[], int],
     ) -> None:
         self.world = world
         self.device = device
-        self.local_counts = local_counts  # this rank's (env steps, episodes) since the run started
+        self.local_counts = local_counts  # this rank's (env steps, episodes, env frames) since the run started
         self.skill = skill  # rank 0's curriculum decides the skill of every rank
-        self.env_steps = self.episodes = 0  # summed over the ranks at each step
+        self.env_steps = self.episodes = self.env_frames = 0  # summed over the ranks at each step
+        self.step_frames = 0  # the frames of the step about to be taken, all ranks' batches together
         self.leader_skill = skill()
 
-    def before_step(self, ready: bool) -> bool:
-        """Whether every rank is ready for the next learner step; updates the summed counters and rank 0's skill."""
-        env_steps, episodes = self.local_counts()
+    def before_step(self, ready: bool, frames: int = 0) -> bool:
+        """Whether every rank is ready for the next learner step (`frames`: this rank's batch's); updates the
+        summed counters, the step's frames and rank 0's skill."""
+        env_steps, episodes, env_frames = self.local_counts()
         leader_skill = self.skill() if self.world.is_main else 0
         values = torch.tensor(
-            [0.0 if ready else 1.0, env_steps, episodes, leader_skill], dtype=torch.float64, device=self.device
+            [0.0 if ready else 1.0, env_steps, episodes, env_frames, frames, leader_skill],
+            dtype=torch.float64,
+            device=self.device,
         )
         dist.all_reduce(values)
-        not_ready, self.env_steps, self.episodes, self.leader_skill = (int(v) for v in values.tolist())
+        not_ready, self.env_steps, self.episodes, self.env_frames, self.step_frames, self.leader_skill = (
+            int(v) for v in values.tolist()
+        )
         return not_ready == 0
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,11 @@ Envs get global indices 0..N-1, server by server (`offsets[s] + local id`), so t
 reward shaper index flat arrays. Local and remote servers are alike to the batcher; only a restart differs (a local
 server is stopped and started again, a remote one is reconnected).
 
+Tasks (`beast.envs.tasks`): in a multi-task run every task has `--num-servers` local servers of its own, each
+playing that task's scenario with its settings, and a remote server plays the task whose scenario its INFO names.
+So a server's task, and with it every one of its envs' (`env_task`), is fixed for the whole run: a restarted
+server plays the same task again.
+
 Threads: the batcher owns every `AsyncEnvClient` (ZeroMQ sockets are single-threaded). A restart runs in a background
 thread that builds a *new* client, resets it and hands it over through a queue, so the batcher never waits for the
 seconds a server needs to start its games; the batcher closes the dead client itself before asking for a restart.
@@ -29,7 +34,9 @@ from beast.envs.client import (
     Results,
 )
 from beast.envs.curve import ensure_curve_keypair, read_curve_public_key
+from beast.envs.scenarios import ScenarioError
 from beast.envs.server import EnvServer
+from beast.envs.tasks import ActionSpace, task_config, task_names, task_of_scenario
 
 RESTART_RETRY_S = 2.0  # pause between failed restart attempts, so a broken setup does not spin
 
@@ -46,6 +53,8 @@ class ServerSlot:
     client: AsyncEnvClient | None = None
     up: bool = False
     generation: int = 0  # restarts so far; local restarts get fresh seeds from it
+    task: int = 0  # the task its games play (a remote server's is known once it has said hello)
+    buttons: tuple[str, ...] = ()  # its games' buttons, from its INFO: a restart must bring back the same
 
 
 class EnvSet:
@@ -53,16 +62,20 @@ class EnvSet:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
+        self.task_names = task_names(cfg.scenario)
         remote = cfg.remote_server_list()
-        self.slots = [ServerSlot(i, "") for i in range(cfg.num_servers)]
-        self.slots += [ServerSlot(cfg.num_servers + i, addr) for i, addr in enumerate(remote)]
+        self.num_local = len(self.task_names) * cfg.num_servers  # local servers, task by task
+        self.slots = [ServerSlot(i, "", task=i // cfg.num_servers) for i in range(self.num_local)]
+        self.slots += [ServerSlot(self.num_local + i, addr) for i, addr in enumerate(remote)]
         self._curve_key = read_curve_public_key(cfg.curve_server_key) if cfg.curve_server_key else None
         self._client_keys = ensure_curve_keypair(cfg.curve_client_key)[:2] if cfg.curve_client_key else None
         self._restarted: queue.Queue[tuple[int, EnvServer | None, AsyncEnvClient, Results]] = queue.Queue()
         self._stopping = threading.Event()
         self._restart_threads: list[threading.Thread] = []
         self.info: EnvInfo | None = None
+        self.actions: ActionSpace | None = None
         self.offsets = np.zeros(0, dtype=np.int64)
+        self.env_task = np.zeros(0, dtype=np.int64)  # the task of each env, by global id
         self.restarts = 0
 
     # --- lifetime --------------------------------------------------------------------------------------------
@@ -86,30 +99,53 @@ class EnvSet:
             self.close()
             raise errors[0]
         infos = [slot.client.info for slot in self.slots if slot.client is not None]
-        first = infos[0]
-        for slot, info in zip(self.slots, infos, strict=True):
-            if info.num_actions != first.num_actions or info.var_names != first.var_names:
-                self.close()
-                raise EnvServerError(
-                    f"env server {slot.address} plays a different game ({info.num_actions} actions, vars "
-                    f"{info.var_names}) from {self.slots[0].address}; every server of a run must use one scenario."
-                )
-        self.info = first
+        try:
+            self._assign_tasks(infos)
+        except (EnvServerError, ScenarioError):
+            self.close()
+            raise
+        self.info = infos[0]
         offset = 0
         for slot, info in zip(self.slots, infos, strict=True):
             slot.offset, slot.num_envs, slot.up = offset, info.num_envs, True
+            slot.buttons = tuple(info.action_names)
             offset += info.num_envs
         self.offsets = np.array([slot.offset for slot in self.slots], dtype=np.int64)
+        self.env_task = np.concatenate([np.full(slot.num_envs, slot.task, dtype=np.int64) for slot in self.slots])
         return [(slot.index, slot.client.reset()) for slot in self.slots if slot.client is not None]
+
+    def _assign_tasks(self, infos: list[EnvInfo]) -> None:
+        """Each remote server's task from its scenario, every server checked against its task's first one, and the
+        run's action space from the tasks' buttons."""
+        multitask = len(self.task_names) > 1
+        for slot, info in zip(self.slots[self.num_local :], infos[self.num_local :], strict=True):
+            task = task_of_scenario(self.task_names, info.scenario) if multitask else 0
+            if task is None:
+                raise EnvServerError(
+                    f"env server {slot.address} plays {info.scenario}, which is none of this run's tasks "
+                    f"({', '.join(self.task_names)}); serve one of them there."
+                )
+            slot.task = task
+        first_of: dict[int, tuple[ServerSlot, EnvInfo]] = {}
+        for slot, info in zip(self.slots, infos, strict=True):
+            reference, ref_info = first_of.setdefault(slot.task, (slot, info))
+            if info.action_names != ref_info.action_names or info.var_names != infos[0].var_names:
+                raise EnvServerError(
+                    f"env server {slot.address} plays a different game ({info.num_actions} actions, vars "
+                    f"{info.var_names}) from {reference.address}; every server of a task must use one scenario."
+                )
+        self.actions = ActionSpace.for_tasks(
+            [first_of[t][1].action_names for t in range(len(self.task_names))], self.task_names
+        )
 
     def _connect(self, slot: ServerSlot) -> tuple[EnvServer | None, AsyncEnvClient]:
         """Start (local) or reach (remote) the server of `slot`; raises if it cannot."""
         local = None
         address = slot.address
-        if slot.index < self.cfg.num_servers:
-            local = EnvServer.from_config(self.cfg, slot.index)
+        if slot.index < self.num_local:
+            local = EnvServer.from_config(task_config(self.cfg, slot.task), slot.index)
             # A restarted server gets seeds no other server of the run has used (docs/protocol.md, "Seeds").
-            local.seed += slot.generation * self.cfg.num_servers * self.cfg.envs_per_server
+            local.seed += slot.generation * self.num_local * self.cfg.envs_per_server
             local.start()
             address = local.address
         try:
@@ -166,8 +202,9 @@ class EnvSet:
 
     @property
     def num_actions(self) -> int:
-        assert self.info is not None, "start() first"
-        return self.info.num_actions
+        """The policy's actions: the scenario's buttons, or the communal ones in a multi-task run."""
+        assert self.actions is not None, "start() first"
+        return self.actions.num_actions
 
     @property
     def server_count(self) -> int:
@@ -207,8 +244,8 @@ class EnvSet:
         old, slot.local = slot.local, None
         slot.generation += 1
         self.restarts += 1
-        if index >= self.cfg.num_servers:
-            slot.address = self.cfg.remote_server_list()[index - self.cfg.num_servers]
+        if index >= self.num_local:
+            slot.address = self.cfg.remote_server_list()[index - self.num_local]
 
         def restart() -> None:
             if old is not None:
@@ -247,7 +284,7 @@ class EnvSet:
             except queue.Empty:
                 return back
             slot = self.slots[index]
-            if client.info.num_envs != slot.num_envs or client.info.num_actions != self.num_actions:
+            if client.info.num_envs != slot.num_envs or tuple(client.info.action_names) != slot.buttons:
                 client.close()
                 with contextlib.suppress(Exception):
                     if local is not None:

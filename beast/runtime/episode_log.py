@@ -1,7 +1,8 @@
 """The last 100 finished training episodes: what the progress view and the logs report as the training return.
 
 An episode cut short by an engine crash is not a result and is left out. Success is `acting.reached_goal`, as in
-the evaluations; kills are KILLCOUNT at the end (None where the scenario has no such variable).
+the evaluations; kills are KILLCOUNT at the end (None where the scenario has no such variable). A multi-task run
+keeps each task's last 100 as well, and scores them against the task's random and reference returns.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from beast.envs.tasks import suite_score, task_label, task_score
 from beast.runtime.acting import reached_goal
 
 EPISODE_WINDOW = 100
@@ -65,3 +67,42 @@ class EpisodeLog:
             "mean_kills": None if np.isnan(kills).all() else float(np.nanmean(kills)),
             "success_rate": None if np.isnan(success).all() else float(np.nanmean(success)),
         }
+
+
+class TaskEpisodeLogs:
+    """Every task's episodes together (`mean_return`, ...) and, in a multi-task run, each task's apart
+    (`<task>/mean_return`, ..., `<task>/score`) with the suite score (`tasks.suite_score`)."""
+
+    def __init__(self, var_names: Sequence[str], names: Sequence[str], env_task: np.ndarray) -> None:
+        self.all = EpisodeLog(var_names)
+        self.names = list(names)
+        self.env_task = env_task
+        self.tasks = [EpisodeLog(var_names) for _ in names] if len(names) > 1 else []
+
+    @property
+    def episodes(self) -> int:
+        return self.all.episodes
+
+    def record(
+        self, results: Mapping[str, np.ndarray], ended: np.ndarray, truncated: np.ndarray, env_ids: np.ndarray
+    ) -> None:
+        """`EpisodeLog.record` of a batch's results [n, ...] for envs `env_ids` [n]."""
+        self.all.record(results, ended, truncated)
+        tasks = self.env_task[env_ids]
+        for t, log in enumerate(self.tasks):
+            mine = ended & (tasks == t)
+            if mine.any():
+                log.record(results, mine, truncated)
+
+    def stats(self) -> dict[str, float | None]:
+        stats = self.all.stats()
+        returns: dict[str, float | None] = {}
+        for name, log in zip(self.names, self.tasks, strict=False):
+            label = task_label(name)
+            own = log.stats()
+            returns[name] = own["mean_return"]
+            stats.update({f"{label}/{key}": value for key, value in own.items()})
+            stats[f"{label}/score"] = task_score(name, own["mean_return"])
+        if self.tasks:
+            stats["suite_score"] = suite_score(returns)
+        return stats

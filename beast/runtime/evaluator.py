@@ -7,6 +7,12 @@ games are seeded apart from every training env and alike at every evaluation, so
 same episodes). The figures go to the logs as `eval/<policy>/<stat>`; weights whose greedy mean return beats
 every earlier evaluation are written to `checkpoint_best.pt` beside the latest checkpoint.
 
+A multi-task run (`beast.envs.tasks`) is evaluated task by task, each on a server of its own with that task's
+settings: `eval/<task>/<policy>/<stat>`, and `eval/<policy>/suite_score`, the suite score of that policy's mean
+returns. Its best checkpoint is the one with the best greedy suite score, since the tasks' returns are on scales
+of their own; a run with a task that has no reference points (`TASK_REFERENCES`) has no suite score, and so no
+best checkpoint.
+
 It runs in a thread of its own so that acting and learning go on meanwhile; on a 2-core machine it takes some
 of their CPU while it runs (a few percent of the wall time at the defaults).
 """
@@ -21,6 +27,7 @@ from pathlib import Path
 
 from beast.config import Config
 from beast.envs import EnvClient, EnvServer
+from beast.envs.tasks import ActionSpace, is_multitask, suite_score, task_configs, task_label, task_names
 from beast.evaluate import evaluate_policy, summarize
 from beast.model import build_model
 from beast.runtime.checkpoint import BEST_CHECKPOINT_NAME, save_checkpoint
@@ -48,7 +55,12 @@ class PeriodicEvaluator:
         stop: threading.Event,
         frames: int = 0,
         best_return: float = -math.inf,
+        *,
+        actions: ActionSpace | None = None,
     ) -> None:
+        """`best_return`: the best so far of what picks the best checkpoint (the greedy mean return, or in a
+        multi-task run the greedy suite score); `actions`: the run's action space, which a multi-task run needs
+        (its model masks each task's missing buttons, and its actions are sent as each task's own)."""
         self.cfg = cfg
         self.weights = weights
         self.num_actions = num_actions
@@ -58,7 +70,8 @@ class PeriodicEvaluator:
         self.interval = cfg.eval_interval_frames
         self.next_at = (frames // self.interval + 1) * self.interval if self.interval > 0 else math.inf
         self.best_return = best_return
-        self.model = build_model(cfg, num_actions)
+        self.actions = actions
+        self.model = build_model(cfg, num_actions, None if actions is None else actions.available)
         self.evaluations = 0
         self.error: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -95,10 +108,13 @@ class PeriodicEvaluator:
         self.evaluations += 1
         stats["eval/evaluations"] = float(self.evaluations)
         stats["eval/frames"] = float(counters["frames"])
-        greedy = stats["eval/greedy/mean_return"]
+        if is_multitask(self.cfg):
+            greedy, best_key = stats["eval/greedy/suite_score"], "eval/best_greedy_suite_score"
+        else:
+            greedy, best_key = stats["eval/greedy/mean_return"], "eval/best_greedy_return"
         if greedy is not None and greedy > self.best_return:
             self.best_return = greedy
-            stats["eval/best_greedy_return"] = greedy
+            stats[best_key] = greedy
             save_checkpoint(
                 self.best_path,
                 model=self.model,
@@ -111,13 +127,32 @@ class PeriodicEvaluator:
         self.report(stats)
 
     def evaluate(self) -> dict[str, float | None]:
-        """`eval_episodes` greedy and as many sampled episodes of the copied weights: `eval/<policy>/<stat>`."""
+        """`eval_episodes` greedy and as many sampled episodes of the copied weights: `eval/<policy>/<stat>`; in a
+        multi-task run on each task in turn, `eval/<task>/<policy>/<stat>` and `eval/<policy>/suite_score`."""
         cfg = dataclasses.replace(self.cfg, envs_per_server=self.cfg.eval_envs, seed=self.cfg.seed + EVAL_SEED_OFFSET)
+        names = task_names(cfg.scenario)
+        multitask = is_multitask(cfg)
         stats: dict[str, float | None] = {}
-        with EnvServer.from_config(cfg) as server, EnvClient(server.address) as client:
-            for policy in POLICIES:
-                self.model.train(policy == "sample")  # train(): the model samples its actions; eval(): argmax
-                episodes = evaluate_policy(self.model, client, cfg.eval_episodes, cfg=cfg, stop=self.stop)
-                summary = summarize(episodes) if episodes else {}
-                stats.update({f"eval/{policy}/{key}": summary.get(key) for key in STATS})
+        returns: dict[str, dict[str, float | None]] = {policy: {} for policy in POLICIES}
+        for t, task_cfg in enumerate(task_configs(cfg)):
+            if self.stop.is_set():
+                return stats  # cut short: `_run` reports none of it
+            prefix = f"eval/{task_label(names[t])}/" if multitask else "eval/"
+            with EnvServer.from_config(task_cfg) as server, EnvClient(server.address) as client:
+                for policy in POLICIES:
+                    self.model.train(policy == "sample")  # train(): the model samples its actions; eval(): argmax
+                    episodes = evaluate_policy(
+                        self.model,
+                        client,
+                        cfg.eval_episodes,
+                        cfg=task_cfg,
+                        stop=self.stop,
+                        task=t,
+                        actions=self.actions,
+                    )
+                    summary = summarize(episodes) if episodes else {}
+                    stats.update({f"{prefix}{policy}/{key}": summary.get(key) for key in STATS})
+                    returns[policy][names[t]] = summary.get("mean_return")
+        if multitask:
+            stats.update({f"eval/{policy}/suite_score": suite_score(returns[policy]) for policy in POLICIES})
         return stats

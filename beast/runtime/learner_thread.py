@@ -14,12 +14,13 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from beast.config import Config
+from beast.envs.tasks import task_configs
 from beast.learn import learn_step
-from beast.learn.optim import frames_per_learner_step
 from beast.runtime.buffers import BufferPool
 from beast.runtime.distributed import RankSync
 from beast.runtime.weights import PolicyWeights
@@ -41,7 +42,6 @@ class LearnerThread:
         learner_steps: int = 0,
         frames: int = 0,
         sync: RankSync | None = None,
-        frames_per_step: int | None = None,
     ) -> None:
         self.cfg = cfg
         self.model = model
@@ -53,10 +53,11 @@ class LearnerThread:
         self.stop = stop
         self.lock = threading.Lock()
         self.steps = learner_steps  # = the version of the learner's weights
-        # Frames trained on (T x B x frame skip per step); the budget `--total-frames` counts these. Kept as a
-        # counter rather than derived from `steps`, so a run resumed with another T or B still counts right.
+        # Frames trained on (per rollout, T x its task's frame skip); the budget `--total-frames` counts these.
+        # Kept as a counter rather than derived from `steps`, so a run resumed with another T or B still counts
+        # right, and counted from each batch's tasks, so a multi-task batch counts its own frames.
         self.frames = frames
-        self.frames_per_step = frames_per_learner_step(cfg) if frames_per_step is None else frames_per_step
+        self.frame_skips = np.array([task.frame_skip for task in task_configs(cfg)], dtype=np.int64)
         self.sync = sync
         self.finished = threading.Event()  # the frame budget is spent
         self.last_stats: dict[str, float] = {}
@@ -67,6 +68,12 @@ class LearnerThread:
         self._sums: dict[str, float] = {}
         self._count = 0
         self._stats_lock = threading.Lock()
+
+    def _frames_of(self, ids: list[int]) -> int:
+        """The frames of the rollouts `ids`: T steps each, of its task's frame skip (read before the gather frees
+        them; the learner holds them until then)."""
+        tasks = self.pool.storage["task"][0, ids].numpy()
+        return int(self.cfg.unroll_length * self.frame_skips[tasks].sum())
 
     def drain_stats(self) -> dict[str, float]:
         """The mean of every learner statistic over the steps since the last call (empty if there were none)."""
@@ -94,8 +101,11 @@ class LearnerThread:
             ids = self.pool.take(self.cfg.batch_size, self.stop)
             self.wait_s += time.perf_counter() - t0
             self.waiting = False
-            if self.sync is not None and not self.sync.before_step(ready=ids is not None and not self.stop.is_set()):
-                return  # some rank is stopping: every rank ends after the same step
+            frames = self._frames_of(ids) if ids is not None else 0
+            if self.sync is not None:
+                if not self.sync.before_step(ready=ids is not None and not self.stop.is_set(), frames=frames):
+                    return  # some rank is stopping: every rank ends after the same step
+                frames = self.sync.step_frames
             if ids is None:
                 return
             t0 = time.perf_counter()
@@ -113,7 +123,7 @@ class LearnerThread:
                     ranks=self.sync,
                 )
                 self.steps += 1
-                self.frames += self.frames_per_step
+                self.frames += frames
                 self.weights.publish(self.model, self.steps)
             self.step_s += time.perf_counter() - t0
             self.last_stats = stats

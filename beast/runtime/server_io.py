@@ -170,7 +170,7 @@ class ServerIO:
         """Restart what the curriculum asked for, what died and what went silent; bring back what restarted."""
         reason, self.restart_local = self.restart_local, None
         if reason is not None:
-            for index in range(self.envs.cfg.num_servers):
+            for index in range(self.envs.num_local):
                 if self.envs.serving(index) is not None:
                     self.server_down(index, reason)
         now = time.monotonic()

@@ -31,17 +31,27 @@ def main(rank: int, size: int, folder: Path) -> None:
     broadcast_state(model, world)
     optimizer = build_optimizer(model.parameters(), cfg)
     sync = RankSync(
-        world, torch.device("cpu"), local_counts=lambda: (10 * (rank + 1), rank + 1), skill=lambda: 3 + rank
+        world,
+        torch.device("cpu"),
+        local_counts=lambda: (10 * (rank + 1), rank + 1, 40 * (rank + 1)),
+        skill=lambda: 3 + rank,
     )
     batch = torch.load(folder / f"batch_{rank}.pt", weights_only=True)
-    stats, ready = [], []
+    stats, ready, step_frames = [], [], []
     for version in range(2):
-        ready.append(sync.before_step(ready=True))
+        ready.append(sync.before_step(ready=True, frames=100 * (rank + 1)))
+        step_frames.append(sync.step_frames)
         state = model.initial_state(cfg.batch_size, "cpu")
         stats.append(learn_step(model, optimizer, batch, state, cfg, learner_version=version, ranks=sync))
     ready.append(sync.before_step(ready=rank == 0))
     torch.save(model.state_dict(), folder / f"rank_{rank}.pt")
-    synced = {"env_steps": sync.env_steps, "episodes": sync.episodes, "leader_skill": sync.leader_skill}
+    synced = {
+        "env_steps": sync.env_steps,
+        "episodes": sync.episodes,
+        "env_frames": sync.env_frames,
+        "step_frames": step_frames,
+        "leader_skill": sync.leader_skill,
+    }
     (folder / f"rank_{rank}.json").write_text(json.dumps({"stats": stats, "ready": ready, **synced}))
     dist.destroy_process_group()
 

@@ -325,4 +325,6 @@ def test_two_ranks_take_the_step_of_one_learner_on_both_batches(agent_factory, m
         assert report["stats"][1]["popart_mu"] == pytest.approx(single[1]["popart_mu"], rel=1e-5)
         # Two ready steps, then rank 1 asks to stop, and neither goes on; the counters are the ranks' sums.
         assert report["ready"] == [True, True, False]
-        assert (report["env_steps"], report["episodes"], report["leader_skill"]) == (30, 3, 3)
+        assert (report["env_steps"], report["episodes"], report["env_frames"]) == (30, 3, 120)
+        assert report["leader_skill"] == 3
+        assert report["step_frames"] == [300, 300]  # each step's frames: both ranks' batches

@@ -7,6 +7,7 @@ the same machine.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -60,3 +61,28 @@ def make_batcher(
 @pytest.fixture
 def batcher_factory() -> Callable[..., tuple[Batcher, BufferPool, threading.Event]]:
     return make_batcher
+
+
+def play_rollouts(
+    batcher: Batcher, pool: BufferPool, stop: threading.Event, take: Callable[[int, int, dict], bool], timeout_s: float
+) -> None:
+    """Run the batcher and hand every full rollout to `take(env, its rollout index, batch)` until `take` returns
+    True or `timeout_s` passes; then stop the batcher, which must have stopped cleanly."""
+    thread = threading.Thread(target=batcher.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            ids = pool.take(1, threading.Event(), poll_s=0.05) if pool.occupancy()["full"] else None
+            if not ids:
+                time.sleep(0.01)
+                continue
+            env, index = int(pool.owner[ids[0]]), int(pool.rollout_index[ids[0]])
+            batch, _ = pool.gather(ids)
+            if take(env, index, batch):
+                break
+    finally:
+        stop.set()
+        thread.join(10.0)
+    assert not thread.is_alive()
+    assert batcher.error is None, batcher.error

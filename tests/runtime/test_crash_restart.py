@@ -6,10 +6,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import threading
-import time
 
 from beast.runtime.weights import RandomPolicy
+from tests.runtime.conftest import play_rollouts
 
 ROLLOUTS_BEFORE_KILL = 8
 ROLLOUTS_AFTER_RESTART = 2  # per env of the killed server
@@ -29,29 +28,17 @@ def test_a_killed_server_is_restarted_and_its_unfinished_rollouts_are_dropped(
 
     rollouts: list[tuple[int, int, bool]] = []  # (env, its rollout index, slot 0 begins an episode)
     killed = False
-    thread = threading.Thread(target=batcher.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60.0
-        while time.monotonic() < deadline:
-            ids = pool.take(1, threading.Event(), poll_s=0.05) if pool.occupancy()["full"] else None
-            if not ids:
-                time.sleep(0.01)
-                continue
-            env, index = int(pool.owner[ids[0]]), int(pool.rollout_index[ids[0]])
-            batch, _ = pool.gather(ids)
-            rollouts.append((env, index, bool(batch["done"][0, 0])))
-            if not killed and len(rollouts) >= ROLLOUTS_BEFORE_KILL:
-                os.kill(old_pid, signal.SIGKILL)
-                killed = True
-            after = [r for r in rollouts[ROLLOUTS_BEFORE_KILL:] if r[0] in victim_envs]
-            if killed and all(sum(r[0] == e for r in after) >= ROLLOUTS_AFTER_RESTART for e in victim_envs):
-                break
-    finally:
-        stop.set()
-        thread.join(10.0)
-    assert not thread.is_alive()
-    assert batcher.error is None, batcher.error
+
+    def take(env: int, index: int, batch: dict) -> bool:
+        nonlocal killed
+        rollouts.append((env, index, bool(batch["done"][0, 0])))
+        if not killed and len(rollouts) >= ROLLOUTS_BEFORE_KILL:
+            os.kill(old_pid, signal.SIGKILL)
+            killed = True
+        after = [r for r in rollouts[ROLLOUTS_BEFORE_KILL:] if r[0] in victim_envs]
+        return killed and all(sum(r[0] == e for r in after) >= ROLLOUTS_AFTER_RESTART for e in victim_envs)
+
+    play_rollouts(batcher, pool, stop, take, timeout_s=60.0)
     assert killed
 
     assert victim.up and victim.local is not None and victim.local.pid != old_pid

@@ -1,0 +1,160 @@
+"""beast and Sample Factory side by side on this machine: `make versus-sf` (docs/benchmarks.md, "Against Sample
+Factory").
+
+Each trains deadly_corridor on the CPU for `--seconds`, one after the other, nothing else running: beast on its
+defaults (evaluations and the curriculum off, which Sample Factory does not have), Sample Factory 2.1.1 with the
+setting that was its fastest here (2 workers x 16 envs). The rate of each is the median over its log's rows after
+the first `WARMUP_S` (beast: `env_fps` and `learner_fps` of logs.csv; Sample Factory: its "FPS is (10 sec: X"
+lines), and the peak resident memory of each system's processes is sampled as it runs (beast: the trainer, and the
+env server with its engines per env).
+
+Sample Factory lives in a venv of its own (`.venv-sf`), which only `--install` creates: torch at this project's
+pin first, so that pip takes the local CPU build and never a CUDA one, then Sample Factory and the same vizdoom.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from beast.bench.memory import process_tree, rss_mib, total_rss_mib
+
+ROOT = Path(__file__).resolve().parents[2]
+SF_VENV = ROOT / ".venv-sf"
+TORCH_PIN = "torch==2.13.0"
+SF_PACKAGES = ("sample-factory==2.1.1", "vizdoom==1.3.2")
+SF_TRAIN = ("-m", "sf_examples.vizdoom.train_vizdoom", "--env=doom_deadly_corridor", "--device=cpu")
+SF_WORKERS = ("--num_workers=2", "--num_envs_per_worker=16")
+BEAST_FLAGS = ("--mode=train", "--eval-interval-frames=0", "--curriculum-threshold=0", "--log-interval-s=5")
+WARMUP_S = 60.0
+STOP_GRACE_S = 60.0
+RSS_PERIOD_S = 2.0
+SF_FPS = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+\].*?fps is \(10 sec: ([\d.]+)", re.IGNORECASE)
+
+
+@dataclass
+class Memory:
+    """Resident memory of a process tree, sampled every `RSS_PERIOD_S`: the peak of the whole tree and of its
+    root alone, in MiB, and the tree's samples (seconds since start, MiB) to see whether it grows."""
+
+    peak_tree_mib: float = 0.0
+    peak_root_mib: float = 0.0
+    samples: list[tuple[float, float]] = field(default_factory=list)
+
+
+def run_for(command: list[str], seconds: float, log: Path) -> Memory:
+    """Run `command` (its output to `log`) for `seconds`, sampling its memory, then SIGINT its process group and
+    wait for it to stop (SIGKILL after `STOP_GRACE_S`)."""
+    memory = Memory()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < seconds and proc.poll() is None:
+            tree = total_rss_mib(process_tree(proc.pid))
+            memory.samples.append((round(time.monotonic() - t0, 1), round(tree, 1)))
+            memory.peak_tree_mib = max(memory.peak_tree_mib, tree)
+            memory.peak_root_mib = max(memory.peak_root_mib, rss_mib(proc.pid))
+            time.sleep(RSS_PERIOD_S)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return memory
+
+
+def beast_rates(logs_csv: Path) -> dict[str, float]:
+    """Medians of env and learner frames/s over the logs' rows `WARMUP_S` after the first."""
+    with open(logs_csv) as f:
+        rows = [row for row in csv.DictReader(f) if row.get("env_fps")]
+    t0 = float(rows[0]["time"])
+    steady = [row for row in rows if float(row["time"]) - t0 >= WARMUP_S]
+    return {key: statistics.median(float(row[key]) for row in steady) for key in ("env_fps", "learner_fps")}
+
+
+def sample_factory_rate(log: Path) -> float:
+    """Median of Sample Factory's 10-second frames/s reports `WARMUP_S` after its first."""
+    reports = [
+        (datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S"), float(m.group(2)))
+        for line in log.read_text(errors="replace").splitlines()
+        if (m := SF_FPS.search(line)) and m.group(2) != "nan"
+    ]
+    if not reports:
+        raise RuntimeError(f"no 'FPS is (10 sec: ...' line in {log}: Sample Factory did not train; read the log.")
+    t0 = reports[0][0]
+    return statistics.median(fps for at, fps in reports if (at - t0).total_seconds() >= WARMUP_S)
+
+
+def install_sample_factory() -> None:
+    """Create `.venv-sf` with the CPU torch first, then Sample Factory and vizdoom at their pins."""
+    python = SF_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(SF_VENV)], check=True)
+    for packages in ((TORCH_PIN,), SF_PACKAGES):
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], check=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=170.0, help="Training time of each system.")
+    parser.add_argument("--install", action="store_true", help="Install Sample Factory into .venv-sf first.")
+    parser.add_argument("--json", action="store_true", help="Print the figures as JSON.")
+    args = parser.parse_args(argv)
+    if args.install:
+        install_sample_factory()
+    if not (SF_VENV / "bin" / "python").exists():
+        parser.error(f"{SF_VENV} does not exist: pass --install to create it (Sample Factory 2.1.1, CPU torch).")
+    with tempfile.TemporaryDirectory(prefix="beast-versus-") as tmp:
+        work = Path(tmp)
+        beast_memory = run_for(
+            [sys.executable, str(ROOT / "run.py"), *BEAST_FLAGS, f"--savedir={work}", "--xpid=beast"],
+            args.seconds,
+            work / "beast.log",
+        )
+        beast = beast_rates(work / "beast" / "logs.csv")
+        sf_memory = run_for(
+            [str(SF_VENV / "bin" / "python"), *SF_TRAIN, *SF_WORKERS, f"--train_dir={work}", "--experiment=sf"],
+            args.seconds,
+            work / "sf.log",
+        )
+        sf = sample_factory_rate(work / "sf.log")
+    result = {
+        "seconds": args.seconds,
+        "beast_env_fps": beast["env_fps"],
+        "beast_learner_fps": beast["learner_fps"],
+        "sample_factory_fps": sf,
+        "ratio": beast["learner_fps"] / sf,
+        "beast_peak_rss_mib": {"all": beast_memory.peak_tree_mib, "trainer": beast_memory.peak_root_mib},
+        "sample_factory_peak_rss_mib": sf_memory.peak_tree_mib,
+        "beast_rss_samples": beast_memory.samples,
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(
+            f"deadly_corridor, {args.seconds:.0f} s each, medians after {WARMUP_S:.0f} s\n"
+            f"beast:          env {beast['env_fps']:,.0f} frames/s, learner {beast['learner_fps']:,.0f} frames/s, "
+            f"peak RSS {beast_memory.peak_tree_mib:,.0f} MiB (trainer {beast_memory.peak_root_mib:,.0f})\n"
+            f"Sample Factory: {sf:,.0f} frames/s, peak RSS {sf_memory.peak_tree_mib:,.0f} MiB\n"
+            f"beast / Sample Factory (learner frames): {result['ratio']:.2f}x"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
