@@ -224,7 +224,11 @@ class Config:
     num_buffers: int = setting(
         0, "Preallocated rollout buffers; 0 picks max(2 x batch size, envs + batch size) so actors rarely wait."
     )
-    num_threads: int = setting(0, "Torch intra-op threads for inference and learning; 0 keeps torch's default.")
+    num_threads: int = setting(
+        0,
+        "Torch intra-op threads for inference and learning; 0: auto (on the CPU half the cores, at least one; "
+        "torch's default on a GPU or where OMP_NUM_THREADS is set, as torchrun does).",
+    )
     checkpoint_interval_min: float = setting(10.0, "Minutes between checkpoints (one is always written at the end).")
     log_interval_s: float = setting(5.0, "Seconds between progress lines and log rows.")
     resume: bool = setting(False, "Continue SAVEDIR/XPID from its latest checkpoint, counters included.")

@@ -43,7 +43,7 @@ from torch import nn
 from beast import gif
 from beast.cli import fail
 from beast.config import Config
-from beast.device import resolve_device
+from beast.device import resolve_device, set_intra_op_threads
 from beast.envs import EnvClient, EnvServer, EnvServerError, EnvServerStartError, EnvServerTimeoutError
 from beast.envs.scenarios import ScenarioError
 from beast.envs.shaping import RewardShaper
@@ -306,8 +306,7 @@ def main(cfg: Config) -> int:
     tested = tested_tasks(cfg, run_cfg)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
+    set_intra_op_threads(cfg.num_threads, device)
 
     task_cfgs = [dataclasses.replace(task_config(run_cfg, t), envs_per_server=1) for t in range(len(names))]
     played: dict[int, tuple[list[dict[str, Any]], list[np.ndarray] | None]] = {}

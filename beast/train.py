@@ -31,7 +31,7 @@ import torch
 
 from beast.cli import fail
 from beast.config import Config
-from beast.device import resolve_device
+from beast.device import resolve_device, set_intra_op_threads
 from beast.envs.client import EnvServerError, EnvServerTimeoutError
 from beast.envs.scenarios import ScenarioError
 from beast.envs.server import EnvServerStartError
@@ -472,11 +472,10 @@ def main(cfg: Config) -> int:
         rank_config(cfg, world)
     except ValueError as err:
         fail(str(err))
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
     stop = threading.Event()
     with stop_on_signals(stop):
         device = rank_device(resolve_device(cfg.device), world)
+        set_intra_op_threads(cfg.num_threads, device)
         if world.distributed:
             init_process_group(world, device, cfg.distributed_timeout_s)
         try:

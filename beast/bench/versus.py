@@ -20,6 +20,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from beast.bench.memory import process_tree, rss_mib, total_rss_mib
+from beast.bench.memory import process_tree, rss_mib
 
 ROOT = Path(__file__).resolve().parents[2]
 SF_VENV = ROOT / ".venv-sf"
@@ -42,17 +43,19 @@ BEAST_FLAGS = ("--mode=train", "--eval-interval-frames=0", "--curriculum-thresho
 WARMUP_S = 60.0
 STOP_GRACE_S = 60.0
 RSS_PERIOD_S = 2.0
-SF_FPS = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+\].*?fps is \(10 sec: ([\d.]+)", re.IGNORECASE)
+# Its report lines, after the colour codes it writes even into a file: "[2026-12-01 21:05:47,560][19566] Fps is (10
+# sec: 410.2, 60 sec: 340.2, 300 sec: 340.2). Total num frames: 4096. ..."
+SF_FPS = re.compile(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+\]\[\d+\] fps is \(10 sec: ([\d.]+|nan)", re.IGNORECASE)
 
 
 @dataclass
 class Memory:
     """Resident memory of a process tree, sampled every `RSS_PERIOD_S`: the peak of the whole tree and of its
-    root alone, in MiB, and the tree's samples (seconds since start, MiB) to see whether it grows."""
+    root alone, in MiB, and the samples (seconds since start, tree MiB, root MiB) to see whether either grows."""
 
     peak_tree_mib: float = 0.0
     peak_root_mib: float = 0.0
-    samples: list[tuple[float, float]] = field(default_factory=list)
+    samples: list[tuple[float, float, float]] = field(default_factory=list)
 
 
 def run_for(command: list[str], seconds: float, log: Path) -> Memory:
@@ -63,10 +66,11 @@ def run_for(command: list[str], seconds: float, log: Path) -> Memory:
         proc = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         t0 = time.monotonic()
         while time.monotonic() - t0 < seconds and proc.poll() is None:
-            tree = total_rss_mib(process_tree(proc.pid))
-            memory.samples.append((round(time.monotonic() - t0, 1), round(tree, 1)))
+            sizes = {pid: rss_mib(pid) for pid in process_tree(proc.pid)}  # one reading of each
+            tree, root = sum(sizes.values()), sizes.get(proc.pid, 0.0)
+            memory.samples.append((round(time.monotonic() - t0, 1), round(tree, 1), round(root, 1)))
             memory.peak_tree_mib = max(memory.peak_tree_mib, tree)
-            memory.peak_root_mib = max(memory.peak_root_mib, rss_mib(proc.pid))
+            memory.peak_root_mib = max(memory.peak_root_mib, root)
             time.sleep(RSS_PERIOD_S)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGINT)
@@ -119,20 +123,20 @@ def main(argv: list[str] | None = None) -> int:
         install_sample_factory()
     if not (SF_VENV / "bin" / "python").exists():
         parser.error(f"{SF_VENV} does not exist: pass --install to create it (Sample Factory 2.1.1, CPU torch).")
-    with tempfile.TemporaryDirectory(prefix="beast-versus-") as tmp:
-        work = Path(tmp)
-        beast_memory = run_for(
-            [sys.executable, str(ROOT / "run.py"), *BEAST_FLAGS, f"--savedir={work}", "--xpid=beast"],
-            args.seconds,
-            work / "beast.log",
-        )
-        beast = beast_rates(work / "beast" / "logs.csv")
-        sf_memory = run_for(
-            [str(SF_VENV / "bin" / "python"), *SF_TRAIN, *SF_WORKERS, f"--train_dir={work}", "--experiment=sf"],
-            args.seconds,
-            work / "sf.log",
-        )
-        sf = sample_factory_rate(work / "sf.log")
+    work = Path(tempfile.mkdtemp(prefix="beast-versus-"))  # kept if anything fails: the logs say why
+    beast_memory = run_for(
+        [sys.executable, str(ROOT / "run.py"), *BEAST_FLAGS, f"--savedir={work}", "--xpid=beast"],
+        args.seconds,
+        work / "beast.log",
+    )
+    beast = beast_rates(work / "beast" / "logs.csv")
+    sf_memory = run_for(
+        [str(SF_VENV / "bin" / "python"), *SF_TRAIN, *SF_WORKERS, f"--train_dir={work}", "--experiment=sf"],
+        args.seconds,
+        work / "sf.log",
+    )
+    sf = sample_factory_rate(work / "sf.log")
+    shutil.rmtree(work)
     result = {
         "seconds": args.seconds,
         "beast_env_fps": beast["env_fps"],

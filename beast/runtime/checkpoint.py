@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from beast.config import Config, flag_name
+from beast.envs.tasks import task_names
 
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_CHECKPOINT_NAME = "checkpoint_best.pt"  # the weights that scored best in evaluation during training
@@ -126,14 +127,20 @@ def check_config(saved: dict[str, Any], cfg: Config, path: Path, fields: tuple[s
     """Raise CheckpointError if `cfg` differs from the checkpoint's config `saved` in any of `fields`.
 
     `--resume` uses this with RESUME_FIELDS: a resumed run must be started with the model and optimiser flags it
-    was trained with, and the message names the first flag that differs. (`--mode=test` needs no check: it builds
-    the model from the checkpoint's own config.)"""
+    was trained with, and the message names the first flag that differs; a multi-task run, with its task list.
+    (`--mode=test` needs no check: it builds the model from the checkpoint's own config.)"""
     for name in fields:
         if name in saved and saved[name] != getattr(cfg, name):
             raise CheckpointError(
                 f"{flag_name(name)}={getattr(cfg, name)!r} differs from {saved[name]!r} in {path}; resume with the "
                 f"settings the run was trained with ({flag_name(name)}={saved[name]}; see config.json beside it)."
             )
+    trained, now = task_names(str(saved.get("scenario", cfg.scenario))), task_names(cfg.scenario)
+    if (len(trained) > 1 or len(now) > 1) and trained != now:
+        raise CheckpointError(
+            f"--scenario={cfg.scenario!r} differs from {saved['scenario']!r} in {path}: a multi-task model's value "
+            f"heads and task ids follow its list of tasks; resume with --scenario={saved['scenario']}."
+        )
 
 
 def _refused_global(message: str) -> str | None:

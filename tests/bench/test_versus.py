@@ -13,10 +13,12 @@ from beast.bench import versus
 
 
 def test_sample_factory_rate_is_the_median_of_its_reports_after_the_warm_up(tmp_path: Path) -> None:
-    lines = ["[2026-12-01 10:00:00,001][00001] Heartbeat connected on Batcher_0"]
+    # Its lines as it writes them into a file, colour codes included.
+    lines = ["\x1b[36m[2026-12-01 09:59:58,001][00001] Heartbeat connected on Batcher_0\x1b[0m"]
+    lines.append("\x1b[36m[2026-12-01 09:59:59,519][19566] Fps is (10 sec: nan, 60 sec: nan, 300 sec: nan).\x1b[0m")
     for i, fps in enumerate([50.0, 900.0, 1500.0, 1700.0, 1800.0, 1600.0]):
         at = f"2026-12-01 10:{i // 2:02d}:{(i % 2) * 30:02d},123"
-        lines.append(f"[{at}][00020] Fps is (10 sec: {fps}, 60 sec: nan, 300 sec: nan). Total num frames: {i}.")
+        lines.append(f"\x1b[36m[{at}][19566] Fps is (10 sec: {fps}, 60 sec: 340.2, 300 sec: 340.2). Total: {i}.")
     log = tmp_path / "sf.log"
     log.write_text("\n".join(lines) + "\n")
     # Reports at 0, 30, 60, 90, 120 and 150 s: those from 60 s on count.
@@ -48,6 +50,6 @@ def test_the_memory_of_a_process_tree_counts_its_children(tmp_path: Path) -> Non
     memory = versus.run_for([sys.executable, "-c", parent], 4.0, tmp_path / "log")
     assert memory.peak_root_mib > 60
     assert memory.peak_tree_mib > memory.peak_root_mib + 60
-    assert memory.samples and all(t >= 0 for t, _ in memory.samples)
+    assert memory.samples and all(t >= 0 and tree >= root for t, tree, root in memory.samples)
     leftover = subprocess.run(["pgrep", "-f", "bytearray\\(64 << 20\\); time.sleep"], capture_output=True, text=True)
     assert leftover.stdout.strip() == "", "run_for left a process of the tree running"

@@ -287,3 +287,14 @@ def test_check_config_names_the_flag_that_differs_from_the_checkpoint(tmp_path: 
         check_config(saved, small_config(d_model=64), tmp_path / CHECKPOINT_NAME)
     with pytest.raises(CheckpointError, match="--optimizer='rmsprop' differs from 'adam'"):
         check_config(saved, small_config(optimizer="rmsprop"), tmp_path / CHECKPOINT_NAME)
+
+
+def test_a_multi_task_run_resumes_only_on_its_own_task_list(tmp_path: Path) -> None:
+    path = tmp_path / CHECKPOINT_NAME
+    saved = small_config(scenario="basic,defend_the_center").to_dict()
+    check_config(saved, small_config(scenario="basic,defend_the_center"), path)
+    for other in ("defend_the_center,basic", "basic", "basic,defend_the_center,defend_the_line"):
+        with pytest.raises(CheckpointError, match="--scenario=basic,defend_the_center"):
+            check_config(saved, small_config(scenario=other), path)
+    # A single-task checkpoint may still be resumed on another scenario with the same buttons.
+    check_config(small_config(scenario="basic").to_dict(), small_config(scenario="deadly_corridor"), path)
