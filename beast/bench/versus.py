@@ -77,8 +77,10 @@ def run_for(command: list[str], seconds: float, log: Path) -> Memory:
         try:
             proc.wait(STOP_GRACE_S)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            proc.kill()
             proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever of its group outlived it (one that ignored SIGINT)
     return memory
 
 
