@@ -100,7 +100,9 @@ class Config:
         180.0, "A local env server that has not started its games after this many seconds has failed to start."
     )
     num_servers: int = setting(
-        1, "Local env server processes the trainer starts and supervises (per task in a multi-task run)."
+        1,
+        "Local env server processes the trainer starts and supervises (per task in a multi-task run); 0: none, "
+        "only the --env-servers.",
     )
     envs_per_server: int = setting(8, "ViZDoom games hosted by each local env server.")
     env_servers: str = setting(
@@ -161,6 +163,13 @@ class Config:
     mamba_chunk_size: int = setting(64, "Chunk length of the chunked SSD scan.")
     action_embed_dim: int = setting(64, "Width of the last-action embedding.")
     head_hidden: int = setting(256, "Hidden width of the policy and critic MLP heads.")
+    precision: str = setting(
+        "auto",
+        "Arithmetic of the learner's forward and backward: bf16 (autocast) or fp32; auto: bf16 on a CPU that "
+        "computes it natively (AVX512-BF16 or AMX), fp32 elsewhere (on a GPU not yet measured). The scan, norms, "
+        "heads, weights and losses stay fp32; acting is fp32 (at a few envs per call bf16 does not pay).",
+        choices=("auto", "fp32", "bf16"),
+    )
 
     # --- learner ---------------------------------------------------------------------------------------------
     total_frames: int = setting(10_000_000, "Training budget in frames (engine tics = steps x frame skip).")
@@ -293,7 +302,6 @@ class Config:
             "frame_skip",
             "envserver_startup_timeout_s",
             "envserver_hang_timeout_s",
-            "num_servers",
             "envs_per_server",
             "d_model",
             "d_state",
@@ -334,6 +342,11 @@ class Config:
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{flag_name(name)} must be >= 0, got {getattr(self, name)}.")
+        if self.num_servers < 0 or (self.num_servers == 0 and not self.remote_server_list()):
+            raise ConfigError(
+                f"--num-servers must be positive, got {self.num_servers} (0, no local servers, only with "
+                "--env-servers listing remote ones)."
+            )
         if not 0.0 <= self.discounting <= 1.0:
             raise ConfigError(f"--discounting must lie in [0, 1], got {self.discounting}.")
         if self.reward_scale <= 0:

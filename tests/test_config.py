@@ -37,11 +37,17 @@ def test_round_trip_through_dict_ignores_unknown_keys() -> None:
         ({"grad_norm_clipping": -1.0}, "--grad-norm-clipping"),
         ({"num_buffers": 10, "envs_per_server": 8, "batch_size": 4}, "--num-buffers"),
         ({"max_inference_batch": 0}, "--max-inference-batch"),
+        ({"num_servers": 0}, "--num-servers"),  # no local servers and no remote ones: no envs
+        ({"num_servers": -1, "env_servers": "tcp://127.0.0.1:5555"}, "--num-servers"),
     ],
 )
 def test_bad_values_name_the_flag(overrides: dict, flag: str) -> None:
     with pytest.raises(ConfigError, match=flag):
         Config(**overrides).validate()
+
+
+def test_a_trainer_of_remote_servers_alone_needs_no_local_one() -> None:
+    Config(num_servers=0, env_servers="tcp://127.0.0.1:5555").validate()
 
 
 def test_list_settings_parse() -> None:

@@ -101,6 +101,7 @@ def test_a_trainer_trains_on_a_served_server_and_survives_its_restart(tmp_path: 
             f"--savedir={tmp_path}",
             "--xpid=remote",
             "--scenario=basic",
+            "--num-servers=0",  # every env is the served server's: the restart below leaves the trainer none
             "--envs-per-server=2",
             f"--env-servers=tcp://127.0.0.1:{port}",
             f"--curve-server-key={curve / 'server.pub'}",

@@ -1,7 +1,8 @@
 """Model throughput: the learner's forward+backward at [T=32, B=32] and acting at [T=1, B=64], for each core.
 
-On CPU every core is measured; with CUDA also the Mamba scan paths side by side (Triton kernel vs PyTorch
-reference) in fp32 and under bf16 autocast. A sample is one [T, B] element: samples/s = T * B * iterations / s.
+On CPU every core is measured, the learner in fp32 and under bf16 autocast (`--precision`); with CUDA also the
+Mamba scan paths side by side (Triton kernel vs PyTorch reference) in fp32 and under bf16 autocast. A sample is
+one [T, B] element: samples/s = T * B * iterations / s.
 
 This module is also the GPU harness's one concession to a partial mamba-ssm install (see docs/gpu.md):
 `prepare_mamba_ssm_import` stubs the CUDA selective-scan extension that a MAMBA_SKIP_CUDA_BUILD build lacks, so the
@@ -21,6 +22,7 @@ import torch
 
 from beast.bench.report import BenchRow
 from beast.config import Config
+from beast.learn.precision import learner_autocast
 from beast.model import build_model
 
 NUM_ACTIONS = 7
@@ -75,7 +77,7 @@ def _timed(step: Callable[[], None], seconds: float, device: torch.device) -> tu
             return elapsed, iters
 
 
-def learner_row(cfg: Config, device: torch.device, label: str, bf16: bool = False) -> BenchRow:
+def learner_row(cfg: Config, device: torch.device, label: str) -> BenchRow:
     T, B = LEARNER_SHAPE
     model = build_model(cfg, NUM_ACTIONS).to(device).train()
     inputs = fake_inputs(T, B, device)
@@ -83,9 +85,9 @@ def learner_row(cfg: Config, device: torch.device, label: str, bf16: bool = Fals
 
     def step() -> None:
         model.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with learner_autocast(cfg.precision, device):
             out, _ = model(inputs, state)
-            loss = out["policy_logits"].float().logsumexp(-1).mean() + out["baseline"].float().pow(2).mean()
+        loss = out["policy_logits"].logsumexp(-1).mean() + out["baseline"].pow(2).mean()
         loss.backward()
 
     elapsed, iters = _timed(step, cfg.bench_seconds, device)
@@ -125,7 +127,8 @@ def run(cfg: Config) -> list[BenchRow]:
     for core in ("mamba", "lstm", "none"):
         core_cfg = dataclasses.replace(cfg, core=core, mamba_backend="torch")
         label = f"{core} cpu" + (" (torch scan)" if core == "mamba" else "")
-        rows.append(learner_row(core_cfg, cpu, label))
+        for precision in ("fp32", "bf16"):
+            rows.append(learner_row(dataclasses.replace(core_cfg, precision=precision), cpu, f"{label} {precision}"))
         rows.append(acting_row(core_cfg, cpu, label))
     if torch.cuda.is_available():
         rows += _gpu_rows(cfg, torch.device("cuda"))
@@ -139,13 +142,13 @@ def _gpu_rows(cfg: Config, device: torch.device) -> list[BenchRow]:
     backends = ["torch"] + (["cuda"] if load_kernel()[0] is not None else [])
     rows: list[BenchRow] = []
     for backend in backends:
-        mamba_cfg = dataclasses.replace(cfg, core="mamba", mamba_backend=backend)
         scan = "triton" if backend == "cuda" else "torch"
-        rows.append(learner_row(mamba_cfg, device, f"mamba cuda {scan} fp32"))
-        rows.append(learner_row(mamba_cfg, device, f"mamba cuda {scan} bf16", bf16=True))
+        for precision in ("fp32", "bf16"):
+            mamba_cfg = dataclasses.replace(cfg, core="mamba", mamba_backend=backend, precision=precision)
+            rows.append(learner_row(mamba_cfg, device, f"mamba cuda {scan} {precision}"))
     rows.append(acting_row(dataclasses.replace(cfg, core="mamba", mamba_backend="torch"), device, "mamba cuda"))
     for core in ("lstm", "none"):
-        core_cfg = dataclasses.replace(cfg, core=core)
+        core_cfg = dataclasses.replace(cfg, core=core, precision="fp32")
         rows.append(learner_row(core_cfg, device, f"{core} cuda fp32"))
         rows.append(acting_row(core_cfg, device, f"{core} cuda"))
     return rows

@@ -3,10 +3,10 @@ Factory").
 
 Each trains deadly_corridor on the CPU for `--seconds`, one after the other, nothing else running: beast on its
 defaults (evaluations and the curriculum off, which Sample Factory does not have), Sample Factory 2.1.1 with the
-setting that was its fastest here (2 workers x 16 envs). The rate of each is the median over its log's rows after
-the first `WARMUP_S` (beast: `env_fps` and `learner_fps` of logs.csv; Sample Factory: its "FPS is (10 sec: X"
-lines), and the peak resident memory of each system's processes is sampled as it runs (beast: the trainer, and the
-env server with its engines per env).
+setting that was its fastest here (2 workers x 16 envs). The rate of each is measured after the first `WARMUP_S`
+(for each, the growth of its frame counters: beast's logs.csv, Sample Factory's "Total num frames" reports), and
+the peak resident memory of each system's processes is sampled as it runs (beast: the trainer, and the env server
+with its engines per env).
 
 Sample Factory lives in a venv of its own (`.venv-sf`), which only `--install` creates: torch at this project's
 pin first, so that pip takes the local CPU build and never a CUDA one, then Sample Factory and the same vizdoom.
@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,7 +44,9 @@ STOP_GRACE_S = 60.0
 RSS_PERIOD_S = 2.0
 # Its report lines, after the colour codes it writes even into a file: "[2026-12-01 21:05:47,560][19566] Fps is (10
 # sec: 410.2, 60 sec: 340.2, 300 sec: 340.2). Total num frames: 4096. ..."
-SF_FPS = re.compile(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+\]\[\d+\] fps is \(10 sec: ([\d.]+|nan)", re.IGNORECASE)
+SF_REPORT = re.compile(
+    r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+)\]\[\d+\] fps is \(10 sec: [^)]*\)\. Total num frames: (\d+)", re.IGNORECASE
+)
 
 
 @dataclass
@@ -85,25 +86,40 @@ def run_for(command: list[str], seconds: float, log: Path) -> Memory:
 
 
 def beast_rates(logs_csv: Path) -> dict[str, float]:
-    """Medians of env and learner frames/s over the logs' rows `WARMUP_S` after the first."""
+    """env and learner frames/s from `WARMUP_S` after the logs' first row to their last: the growth of the
+    counters `env_frames` and `frames` over that window. Not a median of the rows' own rates: a learner step adds
+    4,096 frames at once, so a 5-s row holds 3 or 4 of them and its rate is one of a few values (2,458, 3,277)."""
     with open(logs_csv) as f:
         rows = [row for row in csv.DictReader(f) if row.get("env_fps")]
     t0 = float(rows[0]["time"])
     steady = [row for row in rows if float(row["time"]) - t0 >= WARMUP_S]
-    return {key: statistics.median(float(row[key]) for row in steady) for key in ("env_fps", "learner_fps")}
+    first, last = steady[0], steady[-1]
+    seconds = float(last["time"]) - float(first["time"])
+    return {
+        rate: (float(last[counter]) - float(first[counter])) / seconds
+        for rate, counter in (("env_fps", "env_frames"), ("learner_fps", "frames"))
+    }
 
 
 def sample_factory_rate(log: Path) -> float:
-    """Median of Sample Factory's 10-second frames/s reports `WARMUP_S` after its first."""
+    """Sample Factory's frames/s from `WARMUP_S` after its first report to its last: the growth of its "Total num
+    frames" counter over that window, as `beast_rates` reads beast's. (Its own "10 sec" rates step in whole
+    rollout batches: the medians of two runs here were both exactly 2,048.0.)"""
     reports = [
-        (datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S"), float(m.group(2)))
+        (datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f"), int(m.group(2)))
         for line in log.read_text(errors="replace").splitlines()
-        if (m := SF_FPS.search(line)) and m.group(2) != "nan"
+        if (m := SF_REPORT.search(line))
     ]
     if not reports:
-        raise RuntimeError(f"no 'FPS is (10 sec: ...' line in {log}: Sample Factory did not train; read the log.")
+        raise RuntimeError(
+            f"no 'Fps is ... Total num frames' line in {log}: Sample Factory did not train; read the log."
+        )
     t0 = reports[0][0]
-    return statistics.median(fps for at, fps in reports if (at - t0).total_seconds() >= WARMUP_S)
+    steady = [(at, frames) for at, frames in reports if (at - t0).total_seconds() >= WARMUP_S]
+    if len(steady) < 2:
+        raise RuntimeError(f"{log} has fewer than two reports after the first {WARMUP_S:.0f} s: train it longer.")
+    (first_at, first), (last_at, last) = steady[0], steady[-1]
+    return (last - first) / (last_at - first_at).total_seconds()
 
 
 def install_sample_factory() -> None:

@@ -60,7 +60,10 @@ def resolve_scenario(name_or_cfg: str) -> Path:
 #                    collapsed onto running forward (docs/training.md); the write-up's shaping pays for hits and
 #                    kills, and the curriculum starts at skill 1, where a new agent lives long enough to learn them,
 #                    and climbs as the evaluations (every 250k frames) succeed. Together they reach the vest at
-#                    skill 5 in 29 of 30 episodes after 45 minutes.
+#                    skill 5 in 29 of 30 episodes after 45 minutes;
+#   num_servers      deadly_corridor: two servers of 8 games, not one. While one server's games step, the batcher
+#                    runs the other's inference; with one, the engines wait for every batch: ~29% more frames/s
+#                    (docs/benchmarks.md, "Two servers"). The short scenarios were measured on one and keep it.
 _SMALL_BATCHES: dict[str, object] = {"unroll_length": 16, "batch_size": 8, "learning_rate": 1e-3}
 _SHORT_EPISODES: dict[str, object] = {**_SMALL_BATCHES, "frame_skip": 8, "total_frames": 400_000, "reward_scale": 0.01}
 _SURVIVAL: dict[str, object] = {
@@ -77,6 +80,7 @@ SCENARIO_SPECS: dict[str, dict[str, object]] = {
         "reward_scale": 0.1,
         "curriculum_threshold": 0.5,
         "eval_interval_frames": 250_000,
+        "num_servers": 2,
     },
     "defend_the_center": {**_SMALL_BATCHES, "total_frames": 500_000, "reward_scale": 1.0},
     "defend_the_line": {**_SMALL_BATCHES, "total_frames": 500_000, "reward_scale": 1.0},

@@ -21,6 +21,7 @@ from torch import nn
 
 from beast.config import Config
 from beast.learn import diagnostics, losses, vtrace
+from beast.learn.precision import learner_autocast
 from beast.learn.techniques import in_critic_warmup
 from beast.model import block_grad_norms
 from beast.model.popart import PopArt
@@ -231,8 +232,10 @@ def learn_step(
     groups = model.parameter_groups()  # type: ignore[operator]
     warmup = in_critic_warmup(frames_seen, cfg)
 
-    # 1. The target policy pi and values V over the rollout. The model resets its state at every `done` slot.
-    outputs, _ = model(batch, initial_state)
+    # 1. The target policy pi and values V over the rollout. The model resets its state at every `done` slot; its
+    # trunk runs under `--precision`'s autocast, its heads in float32 (`beast.learn.precision`).
+    with learner_autocast(cfg.precision, device):
+        outputs, _ = model(batch, initial_state)
     steps = split_rollout(batch, outputs, cfg)
 
     # 2. V-trace in reward units (targets carry no gradient; only log pi(a) does, for the policy gradient).

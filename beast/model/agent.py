@@ -17,6 +17,9 @@ task's row of `available` [K, A] masks the logits of the buttons its scenario la
 then carries that mask as `available` [T, B, A] for the exploration loss. The policy itself is not told the task:
 as in IMPALA's multi-task agent, it tells the tasks apart by what it sees.
 
+Under autocast (the learner's `--precision`, `beast.learn.precision`) the organs and the core run in bf16; the
+scan, the norms and the heads stay in float32, so the logits, values and state are float32 either way.
+
 The recurrent state's batch dim is 0 for every core (`beast.model.cores` lists the tensors).
 """
 
@@ -110,8 +113,14 @@ class ViciousTwinMAMBA(nn.Module):
             dim=-1,
         )
         core_out, new_state = self.core(features.view(T, B, -1), done, state)
-
-        logits = self.policy_head(core_out)  # [T, B, A]
+        # Under a caller's autocast (the learner's `--precision`) the trunk ran in bf16; the heads run in the
+        # parameters' dtype with autocast off (the logits give log pi and log mu, the value layer is the one PopArt
+        # rescales), and the state keeps the dtype it came in (the batcher and the buffers hold it).
+        core_out = core_out.to(dtype)
+        new_state = tuple(new.to(old.dtype) for new, old in zip(new_state, state, strict=True))
+        with torch.autocast(core_out.device.type, enabled=False):
+            logits = self.policy_head(core_out)  # [T, B, A]
+            normalized = self.critic_head(core_out)  # [T, B, K]: one value per task
         if self.logit_lower_bound < 0:
             # clamp passes the gradient where a logit is above the bound and blocks it where clamped; doing it
             # here means actors sample from, and the learner scores, the same clamped logits.
@@ -121,7 +130,6 @@ class ViciousTwinMAMBA(nn.Module):
         if self.available is not None and task is not None:
             available = self.available[task]  # [T, B, A]
             logits = logits.masked_fill(~available, MASKED_LOGIT)
-        normalized = self.critic_head(core_out)  # [T, B, K]: one value per task
         normalized_baseline = (
             normalized.squeeze(-1) if task is None else normalized.gather(-1, task.unsqueeze(-1)).squeeze(-1)
         )

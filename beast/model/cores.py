@@ -54,7 +54,9 @@ class MambaCore(Core):
 
     def forward(self, x: torch.Tensor, done: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         u = F.silu(self.fuse(x)).transpose(0, 1)  # [B, T, d_model]: the scan is batch-major
-        y, new_state = self.mixer(self.norm(u), (state[0], state[1]), done.transpose(0, 1))
+        # Normalise in >= float32 (bf16 autocast hands in bf16 features; the weight stays float32).
+        normed = self.norm(u.to(torch.promote_types(u.dtype, torch.float32))).to(u.dtype)
+        y, new_state = self.mixer(normed, (state[0], state[1]), done.transpose(0, 1))
         return (u + y).transpose(0, 1), new_state
 
 

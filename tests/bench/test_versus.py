@@ -12,32 +12,36 @@ import pytest
 from beast.bench import versus
 
 
-def test_sample_factory_rate_is_the_median_of_its_reports_after_the_warm_up(tmp_path: Path) -> None:
+def test_sample_factory_rate_is_its_counters_growth_after_the_warm_up(tmp_path: Path) -> None:
     # Its lines as it writes them into a file, colour codes included.
     lines = ["\x1b[36m[2026-12-01 09:59:58,001][00001] Heartbeat connected on Batcher_0\x1b[0m"]
-    lines.append("\x1b[36m[2026-12-01 09:59:59,519][19566] Fps is (10 sec: nan, 60 sec: nan, 300 sec: nan).\x1b[0m")
-    for i, fps in enumerate([50.0, 900.0, 1500.0, 1700.0, 1800.0, 1600.0]):
-        at = f"2026-12-01 10:{i // 2:02d}:{(i % 2) * 30:02d},123"
-        lines.append(f"\x1b[36m[{at}][19566] Fps is (10 sec: {fps}, 60 sec: 340.2, 300 sec: 340.2). Total: {i}.")
+    first = "Fps is (10 sec: nan, 60 sec: nan, 300 sec: nan). Total num frames: 0. Throughput: 0: nan. Samples: 0."
+    lines.append(f"\x1b[36m[2026-12-01 10:00:00,500][19566] {first}\x1b[0m")
+    for i, total in enumerate([20480, 81920, 122880, 184320, 245760], start=1):  # every 30 s
+        at = f"2026-12-01 10:{(30 * i) // 60:02d}:{(30 * i) % 60:02d},500"
+        lines.append(f"\x1b[36m[{at}][19566] Fps is (10 sec: 2048.0, 60 sec: 1.0). Total num frames: {total}. Lag.")
     log = tmp_path / "sf.log"
     log.write_text("\n".join(lines) + "\n")
-    # Reports at 0, 30, 60, 90, 120 and 150 s: those from 60 s on count.
-    assert versus.sample_factory_rate(log) == 1650.0  # the median of 1,500, 1,700, 1,800 and 1,600
+    # Reports at 0, 30, ... 150 s: from the one at 60 s (81,920) to the one at 150 s (245,760).
+    assert versus.sample_factory_rate(log) == pytest.approx((245760 - 81920) / 90)
 
 
 def test_a_log_without_rates_is_refused_saying_where_to_look(tmp_path: Path) -> None:
     log = tmp_path / "sf.log"
     log.write_text("Traceback (most recent call last):\n")
-    with pytest.raises(RuntimeError, match="read the log"):
+    with pytest.raises(RuntimeError, match="did not train; read the log"):
         versus.sample_factory_rate(log)
 
 
-def test_beast_rates_are_the_medians_of_the_rows_after_the_warm_up(tmp_path: Path) -> None:
-    rows = ["time,frames,env_fps,learner_fps"]
-    rows += [f"{1000 + 20 * i},{i},{100 * (i + 1)},{10 * (i + 1)}" for i in range(7)]  # 0, 20, ... 120 s
+def test_beast_rates_are_the_counters_growth_after_the_warm_up(tmp_path: Path) -> None:
+    # A learner that adds 4,096 frames per step: its rows' own rates jump between few values, the counter does not.
+    rows = ["time,frames,env_frames,env_fps,learner_fps"]
+    frames = [0, 4096, 12288, 16384, 28672, 32768, 45056]  # at 0, 20, ... 120 s
+    rows += [f"{1000 + 20 * i},{f},{2 * f + 7 * i},1,{'9' * (i + 1)}" for i, f in enumerate(frames)]
     path = tmp_path / "logs.csv"
     path.write_text("\n".join(rows) + "\n")
-    assert versus.beast_rates(path) == {"env_fps": 550.0, "learner_fps": 55.0}  # the rows at 60, 80, 100, 120 s
+    rates = versus.beast_rates(path)  # from the row at 60 s (16,384 frames) to the one at 120 s (45,056)
+    assert rates == pytest.approx({"learner_fps": (45056 - 16384) / 60, "env_fps": (2 * (45056 - 16384) + 21) / 60})
 
 
 def test_the_memory_of_a_process_tree_counts_its_children(tmp_path: Path) -> None:

@@ -25,7 +25,8 @@ NUM_ACTIONS = 5
 
 
 def small_config(**overrides: object) -> Config:
-    """A config small enough for CPU tests: T=6, B=3 and a narrow model."""
+    """A config small enough for CPU tests: T=6, B=3 and a narrow model; float32 (the tests compare the learner's
+    statistics with float32 forward passes; the bf16 learner has tests of its own)."""
     values: dict[str, object] = dict(
         unroll_length=6,
         batch_size=3,
@@ -38,6 +39,7 @@ def small_config(**overrides: object) -> Config:
         mamba_chunk_size=8,
         mamba_backend="torch",
         device="cpu",
+        precision="fp32",
         total_frames=100_000,
     )
     values.update(overrides)

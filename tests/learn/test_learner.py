@@ -58,6 +58,21 @@ def test_stats_are_finite_and_complete(agent_factory, make_config, make_rollout)
     assert all(measured[key] > 0 for key in PER_LOSS_KEYS)
 
 
+def test_a_bf16_step_moves_the_float32_weights_as_the_fp32_step_does(agent_factory, make_config, make_rollout):
+    """bf16 autocast (`--precision`) computes the trunk's gradients in bf16; the weights, the optimiser's moments
+    and the update stay float32, and the update is the fp32 step's up to rounding."""
+    deltas = {}
+    for precision in ("fp32", "bf16"):
+        cfg, model, optimizer, batch, state = setup(agent_factory, make_config, make_rollout, precision=precision)
+        before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+        stats = learn_step(model, optimizer, batch, state, cfg, learner_version=1)
+        assert all(math.isfinite(value) for value in stats.values())
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        deltas[precision] = torch.cat([p.detach().flatten() for p in model.parameters()]) - before
+    assert not torch.equal(deltas["bf16"], deltas["fp32"])  # it did run in bf16
+    assert torch.nn.functional.cosine_similarity(deltas["bf16"], deltas["fp32"], dim=0) > 0.9
+
+
 def test_stats_report_what_the_batch_and_the_model_say(agent_factory, make_config, make_rollout) -> None:
     cfg, model, optimizer, batch, _ = setup(agent_factory, make_config, make_rollout, done_slots=(2, 5))
     state = random_state(model, cfg.batch_size)  # the rollout's stored state must be the one the learner uses

@@ -171,3 +171,40 @@ def test_an_episode_start_reads_the_start_token_and_no_reward(make_config, make_
     zero["reward"] = torch.zeros(T, B)
     c, _ = model(zero, state)
     assert not torch.allclose(a["policy_logits"][starts], c["policy_logits"][starts])
+
+
+def _dtypes_seen(model, modules: dict[str, torch.nn.Module], inputs, state) -> dict[str, torch.dtype]:
+    seen: dict[str, torch.dtype] = {}
+    hooks = [
+        module.register_forward_hook(lambda _m, _i, out, name=name: seen.__setitem__(name, out.dtype))
+        for name, module in modules.items()
+    ]
+    model(inputs, state)
+    for hook in hooks:
+        hook.remove()
+    return seen
+
+
+@pytest.mark.parametrize("core", CORES)
+def test_under_autocast_the_trunk_runs_in_bf16_and_the_heads_in_float32(
+    core, make_config, make_inputs, gen, num_actions
+):
+    """The learner's `--precision` wraps the model in autocast: the trunk takes it, the heads and state do not."""
+    torch.manual_seed(0)
+    model = build_model(make_config(core=core), num_actions).eval()
+    T, B = 5, 3
+    inputs = make_inputs(T, B, gen)
+    state = model.initial_state(B, "cpu")
+    watched = {"conv": model.vision.conv1, "fuse": model.core.fuse, "logits": model.policy_head[-1]}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        seen = _dtypes_seen(model, watched, inputs, state)
+        out16, state16 = model(inputs, state)
+    assert seen == {"conv": torch.bfloat16, "fuse": torch.bfloat16, "logits": torch.float32}
+    assert set(_dtypes_seen(model, watched, inputs, state).values()) == {torch.float32}
+    out32, state32 = model(inputs, state)
+    assert out16["policy_logits"].dtype == out16["baseline"].dtype == torch.float32
+    assert [s.dtype for s in state16] == [s.dtype for s in state32]  # the batcher and buffers hold float32
+    # The same weights: bf16 rounding (8 bits of mantissa) moves the outputs a little, not to another policy.
+    torch.testing.assert_close(out16["policy_logits"], out32["policy_logits"], atol=2e-2, rtol=0)
+    torch.testing.assert_close(out16["baseline"], out32["baseline"], atol=5e-2, rtol=0)
+    assert not torch.equal(out16["baseline"], out32["baseline"])  # bf16 did run: the rounding shows

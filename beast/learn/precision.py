@@ -1,0 +1,60 @@
+"""The learner's arithmetic: `--precision` resolved for a device.
+
+Under bf16 autocast the learner's forward and backward run the organs' convolutions and the core's projections in
+bfloat16 (float32 accumulation): that is where a learner step's time goes (convolutions alone are 63% of it on
+the CPU). It pays only where the hardware computes bf16 natively: on a CPU with AVX512-BF16 (or AMX) a learner
+step of T=32 x B=32 takes half the time (0.83 -> 0.41 s on the 2-core dev box, docs/benchmarks.md, "Precision");
+elsewhere the same kernels are emulated and slower. What must stay exact stays float32 whatever this says: the
+SSD scan and its decays, the norms' statistics, the policy and critic heads (the logits that give log pi, the
+value layer PopArt rescales), the weights, the optimiser and every loss.
+
+Acting (the batcher, evaluation, `--mode=test`) stays float32: autocast casts every weight on every call, which
+at the batcher's batches of a few envs costs more than bf16 saves (a T=1 forward of 8 envs: 6.4 ms under bf16
+autocast vs 5.8 ms in float32). The learner's bf16 policy and the actors' float32 one differ by the rounding, an
+off-policy gap of well under the policy lag's that V-trace corrects like any other.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+# CPU flags (Linux /proc/cpuinfo) of native bf16 arithmetic: AVX512-BF16's dot products, AMX's tiles.
+NATIVE_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+@functools.cache
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The instruction-set flags of this machine's first CPU (empty where /proc/cpuinfo is absent)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return frozenset(value.split())
+    return frozenset()
+
+
+def native_bf16_cpu() -> bool:
+    """Whether this machine's CPU computes bf16 in hardware (AVX512-BF16 or AMX)."""
+    return bool(cpu_flags() & NATIVE_BF16_CPU_FLAGS)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The learner's autocast dtype on `device` for `--precision` (auto, fp32, bf16); None: no autocast, the
+    parameters' own dtype. auto is bf16 on a CPU with native bf16, where it was measured, and fp32 elsewhere, a
+    GPU included, until it is measured there (`--precision bf16` runs it). bf16 without hardware support is slow,
+    not wrong."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cpu" and native_bf16_cpu()):
+        return torch.bfloat16
+    return None
+
+
+def learner_autocast(precision: str, device: torch.device) -> torch.autocast:
+    """The context the learner's forward runs in: `autocast_dtype`'s autocast, or a disabled one."""
+    amp = autocast_dtype(precision, device)
+    return torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None)
