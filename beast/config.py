@@ -163,6 +163,11 @@ class Config:
     mamba_chunk_size: int = setting(64, "Chunk length of the chunked SSD scan.")
     action_embed_dim: int = setting(64, "Width of the last-action embedding.")
     head_hidden: int = setting(256, "Hidden width of the policy and critic MLP heads.")
+
+    # --- learner ---------------------------------------------------------------------------------------------
+    total_frames: int = setting(10_000_000, "Training budget in frames (engine tics = steps x frame skip).")
+    unroll_length: int = setting(32, "T: agent steps per rollout; buffers hold T+1 steps, overlapping by one.")
+    batch_size: int = setting(32, "B: rollouts per learner step.")
     precision: str = setting(
         "auto",
         "Arithmetic of the learner's forward and backward: bf16 (autocast) or fp32; auto: bf16 on a CPU that "
@@ -170,11 +175,6 @@ class Config:
         "heads, weights and losses stay fp32; acting is fp32 (at a few envs per call bf16 does not pay).",
         choices=("auto", "fp32", "bf16"),
     )
-
-    # --- learner ---------------------------------------------------------------------------------------------
-    total_frames: int = setting(10_000_000, "Training budget in frames (engine tics = steps x frame skip).")
-    unroll_length: int = setting(32, "T: agent steps per rollout; buffers hold T+1 steps, overlapping by one.")
-    batch_size: int = setting(32, "B: rollouts per learner step.")
     discounting: float = setting(0.99, "Discount factor gamma.")
     reward_clipping: str = setting(
         "none", "Clipping of the scaled reward (training and model input).", choices=("abs_one", "none")

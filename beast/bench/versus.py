@@ -93,6 +93,8 @@ def beast_rates(logs_csv: Path) -> dict[str, float]:
         rows = [row for row in csv.DictReader(f) if row.get("env_fps")]
     t0 = float(rows[0]["time"])
     steady = [row for row in rows if float(row["time"]) - t0 >= WARMUP_S]
+    if len(steady) < 2:
+        raise RuntimeError(f"{logs_csv} has fewer than two rows after the first {WARMUP_S:.0f} s: train it longer.")
     first, last = steady[0], steady[-1]
     seconds = float(last["time"]) - float(first["time"])
     return {

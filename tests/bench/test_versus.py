@@ -44,6 +44,13 @@ def test_beast_rates_are_the_counters_growth_after_the_warm_up(tmp_path: Path) -
     assert rates == pytest.approx({"learner_fps": (45056 - 16384) / 60, "env_fps": (2 * (45056 - 16384) + 21) / 60})
 
 
+def test_beast_rates_refuse_a_log_too_short_for_a_window(tmp_path: Path) -> None:
+    path = tmp_path / "logs.csv"
+    path.write_text("time,frames,env_frames,env_fps,learner_fps\n1000,0,0,1,1\n1070,4096,4100,1,1\n")
+    with pytest.raises(RuntimeError, match="fewer than two rows"):
+        versus.beast_rates(path)
+
+
 def test_the_memory_of_a_process_tree_counts_its_children(tmp_path: Path) -> None:
     # A parent holding ~64 MiB that starts a child holding ~64 MiB: the tree's peak holds both, the root one.
     child = "import time; b = bytearray(64 << 20); time.sleep(30)"
