@@ -149,6 +149,8 @@ class Meter:
         }
 
     def waiting(self) -> str:
+        if self.batcher.warming_up:
+            return "compiling the acting step (once per run)"
         if self.batcher.writer.waiting_for_buffer:
             return "actors wait: all buffers full (learner is the bottleneck)"
         if self.learner.waiting:

@@ -45,7 +45,10 @@ def _drain(pool: BufferPool, stop: threading.Event) -> None:
 
 
 def _window(batcher: Batcher, seconds: float, extra: LearnerThread | None = None) -> dict[str, float]:
-    """Counters of a running batcher (and learner) over `seconds` after the warm-up."""
+    """Counters of a running batcher (and learner) over `seconds` after the warm-up: its policy's own (a compile,
+    `Batcher._warm_up`), until the first env step, then `WARMUP_S` more."""
+    while batcher.steps == 0 and batcher.error is None:
+        time.sleep(0.05)
     time.sleep(WARMUP_S)
     b0 = (batcher.steps, batcher.inference_s, batcher.writer.wait_buffer_s, time.perf_counter())
     l0 = (extra.frames, extra.step_s, extra.wait_s) if extra is not None else (0, 0.0, 0.0)

@@ -8,6 +8,10 @@ setting that was its fastest here (2 workers x 16 envs). The rate of each is mea
 the peak resident memory of each system's processes is sampled as it runs (beast: the trainer, and the env server
 with its engines per env).
 
+Why rounds in the order beast, SF, SF, beast, ...: this VM's CPU runs ~25% slower in some windows than in others,
+and two systems run once each, one after the other, can land in different windows (docs/benchmarks.md). Mirrored
+rounds give each system the same share of early and late minutes, and the ratio is that of the two medians.
+
 Sample Factory lives in a venv of its own (`.venv-sf`), which only `--install` creates: torch at this project's
 pin first, so that pip takes the local CPU build and never a CUDA one, then Sample Factory and the same vizdoom.
 """
@@ -22,6 +26,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -133,49 +138,74 @@ def install_sample_factory() -> None:
         subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], check=True)
 
 
+def run_order(rounds: int) -> list[str]:
+    """The systems to run, mirrored round by round: beast, sf, sf, beast, beast, sf, ..."""
+    pair = ["beast", "sf"]
+    return [name for r in range(rounds) for name in (pair if r % 2 == 0 else pair[::-1])]
+
+
+def run_system(name: str, index: int, seconds: float, work: Path) -> tuple[float, float, Memory]:
+    """Train system `name` ("beast" or "sf") for `seconds` as run `index`; (learner frames/s, env frames/s,
+    memory). Sample Factory's one counter is both."""
+    xpid = f"{name}{index}"
+    if name == "beast":
+        command = [sys.executable, str(ROOT / "run.py"), *BEAST_FLAGS, f"--savedir={work}", f"--xpid={xpid}"]
+        memory = run_for(command, seconds, work / f"{xpid}.log")
+        rates = beast_rates(work / xpid / "logs.csv")
+        return rates["learner_fps"], rates["env_fps"], memory
+    command = [str(SF_VENV / "bin" / "python"), *SF_TRAIN, *SF_WORKERS, f"--train_dir={work}", f"--experiment={xpid}"]
+    memory = run_for(command, seconds, work / f"{xpid}.log")
+    rate = sample_factory_rate(work / f"{xpid}.log")
+    return rate, rate, memory
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=170.0, help="Training time of each system.")
+    parser.add_argument("--seconds", type=float, default=170.0, help="Training time of each run.")
+    parser.add_argument("--rounds", type=int, default=2, help="Rounds of one run per system, mirrored (>= 1).")
     parser.add_argument("--install", action="store_true", help="Install Sample Factory into .venv-sf first.")
     parser.add_argument("--json", action="store_true", help="Print the figures as JSON.")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}.")
     if args.install:
         install_sample_factory()
     if not (SF_VENV / "bin" / "python").exists():
         parser.error(f"{SF_VENV} does not exist: pass --install to create it (Sample Factory 2.1.1, CPU torch).")
     work = Path(tempfile.mkdtemp(prefix="beast-versus-"))  # kept if anything fails: the logs say why
-    beast_memory = run_for(
-        [sys.executable, str(ROOT / "run.py"), *BEAST_FLAGS, f"--savedir={work}", "--xpid=beast"],
-        args.seconds,
-        work / "beast.log",
-    )
-    beast = beast_rates(work / "beast" / "logs.csv")
-    sf_memory = run_for(
-        [str(SF_VENV / "bin" / "python"), *SF_TRAIN, *SF_WORKERS, f"--train_dir={work}", "--experiment=sf"],
-        args.seconds,
-        work / "sf.log",
-    )
-    sf = sample_factory_rate(work / "sf.log")
+    runs = [(name, *run_system(name, i, args.seconds, work)) for i, name in enumerate(run_order(args.rounds))]
     shutil.rmtree(work)
+    of = {name: [run for run in runs if run[0] == name] for name in ("beast", "sf")}
+    beast_fps, sf_fps = statistics.median([r[1] for r in of["beast"]]), statistics.median([r[1] for r in of["sf"]])
     result = {
         "seconds": args.seconds,
-        "beast_env_fps": beast["env_fps"],
-        "beast_learner_fps": beast["learner_fps"],
-        "sample_factory_fps": sf,
-        "ratio": beast["learner_fps"] / sf,
-        "beast_peak_rss_mib": {"all": beast_memory.peak_tree_mib, "trainer": beast_memory.peak_root_mib},
-        "sample_factory_peak_rss_mib": sf_memory.peak_tree_mib,
-        "beast_rss_samples": beast_memory.samples,
+        "order": [name for name, *_ in runs],
+        "beast_learner_fps_runs": [r[1] for r in of["beast"]],
+        "beast_env_fps_runs": [r[2] for r in of["beast"]],
+        "sample_factory_fps_runs": [r[1] for r in of["sf"]],
+        "beast_learner_fps": beast_fps,
+        "sample_factory_fps": sf_fps,
+        "ratio": beast_fps / sf_fps,
+        "beast_peak_rss_mib": {
+            "all": max(r[3].peak_tree_mib for r in of["beast"]),
+            "trainer": max(r[3].peak_root_mib for r in of["beast"]),
+        },
+        "sample_factory_peak_rss_mib": max(r[3].peak_tree_mib for r in of["sf"]),
+        "beast_rss_samples": [r[3].samples for r in of["beast"]],
     }
     if args.json:
         print(json.dumps(result, indent=2))
     else:
+        runs_of = {name: ", ".join(f"{r[1]:,.0f}" for r in of[name]) for name in of}
         print(
-            f"deadly_corridor, {args.seconds:.0f} s each, medians after {WARMUP_S:.0f} s\n"
-            f"beast:          env {beast['env_fps']:,.0f} frames/s, learner {beast['learner_fps']:,.0f} frames/s, "
-            f"peak RSS {beast_memory.peak_tree_mib:,.0f} MiB (trainer {beast_memory.peak_root_mib:,.0f})\n"
-            f"Sample Factory: {sf:,.0f} frames/s, peak RSS {sf_memory.peak_tree_mib:,.0f} MiB\n"
-            f"beast / Sample Factory (learner frames): {result['ratio']:.2f}x"
+            f"deadly_corridor, {args.seconds:.0f} s a run, order {' '.join(result['order'])}, "
+            f"rates after {WARMUP_S:.0f} s\n"
+            f"beast:          learner {beast_fps:,.0f} frames/s (runs {runs_of['beast']}), "
+            f"peak RSS {result['beast_peak_rss_mib']['all']:,.0f} MiB "
+            f"(trainer {result['beast_peak_rss_mib']['trainer']:,.0f})\n"
+            f"Sample Factory: {sf_fps:,.0f} frames/s (runs {runs_of['sf']}), "
+            f"peak RSS {result['sample_factory_peak_rss_mib']:,.0f} MiB\n"
+            f"beast / Sample Factory (medians of learner frames): {result['ratio']:.2f}x"
         )
     return 0
 

@@ -83,12 +83,14 @@ class Batcher:
         self.task_frames = np.zeros(len(envs.task_names), dtype=np.int64)  # the same, task by task
         self.batches = 0
         self.inference_s = 0.0  # time in policy.act: the model's share of the loop
+        self.warming_up = False  # the policy is preparing (`_warm_up`): no env steps yet
         self.error: BaseException | None = None
 
     # --- the loop --------------------------------------------------------------------------------------------
     def run(self) -> None:
         """The thread's body: loop until `stop`; an error is kept in `self.error` and stops the run."""
         try:
+            self._warm_up()
             while not self.stop.is_set():
                 if time.monotonic() >= self._next_supervise:
                     self.io.supervise()
@@ -101,6 +103,43 @@ class Batcher:
         except BaseException as err:
             self.error = err
             self.stop.set()
+
+    def _warm_up(self) -> None:
+        """Let the policy prepare (compile) on stand-in batches of the smallest and the largest size this run can
+        give it, before the first real one: the largest too, because a compiled forward needs a second graph from 16
+        envs on (`CompiledActing`). A compile takes 20-60 s, longer than the servers' idle timeout, so it runs in a
+        helper thread while this one keeps them alive; a stop ends the wait."""
+        largest = min(self.cfg.max_inference_batch, self.envs.num_envs)
+        batches = [self._stand_in_batch(n) for n in sorted({1, largest})]
+        errors: list[BaseException] = []
+
+        def prepare() -> None:
+            try:
+                for inputs, state in batches:
+                    self.policy.warm_up(inputs, state)
+            except BaseException as err:
+                errors.append(err)
+
+        helper = threading.Thread(target=prepare, name="acting-warm-up", daemon=True)
+        self.warming_up = True
+        helper.start()
+        while helper.is_alive() and not self.stop.is_set():
+            helper.join(self.cfg.envserver_idle_timeout_s / 3)
+            self.io.keep_alive()
+        self.warming_up = False
+        if errors:
+            raise errors[0]
+
+    def _stand_in_batch(self, n: int) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
+        """Model inputs and state for `n` envs at an episode start, shaped and typed as the servers' are."""
+        assert self.envs.info is not None
+        obs = self.envs.info.obs
+        rows = {key: np.zeros((n, *obs[key]["shape"]), dtype=str(obs[key]["dtype"])) for key in OBS_KEYS}
+        task = np.zeros(n, dtype=np.int64) if self.multitask else None
+        inputs = model_inputs(
+            rows, np.ones(n, dtype=bool), np.zeros(n, np.float32), np.zeros(n, np.int64), self.device, task
+        )
+        return inputs, self.policy.initial_state(n, self.device)
 
     def _envs_down(self, env_ids: np.ndarray) -> None:
         self.writer.drop(env_ids)

@@ -64,3 +64,16 @@ def test_the_memory_of_a_process_tree_counts_its_children(tmp_path: Path) -> Non
     assert memory.samples and all(t >= 0 and tree >= root for t, tree, root in memory.samples)
     leftover = subprocess.run(["pgrep", "-f", "bytearray\\(64 << 20\\); time.sleep"], capture_output=True, text=True)
     assert leftover.stdout.strip() == "", "run_for left a process of the tree running"
+
+
+def test_rounds_mirror_the_order_so_each_system_gets_early_and_late_windows() -> None:
+    assert versus.run_order(1) == ["beast", "sf"]
+    assert versus.run_order(2) == ["beast", "sf", "sf", "beast"]
+    assert versus.run_order(3) == ["beast", "sf", "sf", "beast", "beast", "sf"]
+
+
+def test_rounds_below_one_exit_2_naming_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        versus.main(["--rounds", "0"])
+    assert exit_info.value.code == 2
+    assert "--rounds" in capsys.readouterr().err

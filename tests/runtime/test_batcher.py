@@ -31,6 +31,21 @@ class RecordingPolicy(RandomPolicy):
         return super().act(inputs, state)
 
 
+class SlowWarmUpPolicy(RecordingPolicy):
+    """Random actions after a warm-up that outlasts the servers' idle timeout, as a first compile does."""
+
+    def __init__(self, num_actions: int, seconds: float) -> None:
+        super().__init__(num_actions)
+        self.seconds = seconds
+        self.warm_up_sizes: list[int] = []
+        self.warmed_at = 0.0
+
+    def warm_up(self, inputs, state):
+        self.warm_up_sizes.append(int(inputs["done"].shape[1]))
+        time.sleep(self.seconds)
+        self.warmed_at = time.monotonic()
+
+
 def run_for(batcher, pool, stop, seconds: float) -> None:
     """Run the batcher for `seconds`, consuming (freeing) every full rollout so it never waits for buffers."""
     thread = threading.Thread(target=batcher.run, daemon=True)
@@ -185,3 +200,19 @@ def test_stepping_resumes_after_a_learner_slower_than_the_idle_timeout(small_cfg
         thread.join(10.0)
     assert batcher.error is None, batcher.error
     assert batcher.io.server_errors == [] and batcher.writer.dropped_rollouts == 0
+
+
+def test_the_warm_up_comes_first_at_the_smallest_and_largest_batch_and_loses_no_server(
+    small_cfg, env_set, batcher_factory
+) -> None:
+    # Two warm-ups of 1.5 idle timeouts each (a first compile takes longer than the timeout): the batcher must keep
+    # the servers alive through them, act on nothing before they end, then play on as usual.
+    cfg = dataclasses.replace(small_cfg, envserver_idle_timeout_s=1.5, max_inference_batch=2)
+    envs, first = env_set(cfg)
+    policy = SlowWarmUpPolicy(envs.num_actions, seconds=1.5 * cfg.envserver_idle_timeout_s)
+    batcher, pool, stop = batcher_factory(cfg, envs, first, policy, ())
+    run_for(batcher, pool, stop, 2 * policy.seconds + 3.0)
+    assert policy.warm_up_sizes == [1, 2]  # one env, and the cap (2 < the 3 envs)
+    assert policy.times and policy.times[0] >= policy.warmed_at
+    assert batcher.steps > 0
+    assert batcher.io.server_errors == [] and envs.restarts == 0
