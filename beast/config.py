@@ -230,8 +230,8 @@ class Config:
     compile_acting: bool = setting(
         False,
         "On the CPU, run the batcher's acting forward through torch.compile: ~2x faster at its batch sizes, +21% "
-        "training frames/s, compiled at the start (20-60 s); opt-in until the learning tests pass with it (one "
-        "failed twice in CI). On CUDA it stays eager (not measured there).",
+        "training frames/s, compiled at the start (20-60 s). Opt-in: with it on, the multi-task learning test "
+        'failed in CI (docs/benchmarks.md, "Compiled acting"). On CUDA it stays eager (not measured there).',
     )
     max_inference_wait_ms: float = setting(
         2.0, "How long the batcher waits for more envs to become ready before running a partial batch."
