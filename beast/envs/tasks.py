@@ -149,11 +149,6 @@ class ActionSpace:
     def num_actions(self) -> int:
         return len(self.names)
 
-    @property
-    def masked(self) -> bool:
-        """Whether some task lacks some action: the model then masks its logits."""
-        return not bool(self.available.all())
-
     @classmethod
     def for_tasks(cls, task_buttons: Sequence[Sequence[str]], scenarios: Sequence[str]) -> ActionSpace:
         """One task: its own buttons, as they are. Several: the communal buttons, each task's mapped onto them;

@@ -89,7 +89,7 @@ class CompiledActing:
 
 
 class ModelPolicy:
-    """Acts with the inference copy: T=1 forward (compiled on the CPU with `--compile-acting`), optional
+    """Acts with the inference copy: T=1 forward (compiled on the CPU unless `--no-compile-acting`), optional
     warm-up logit noise, sampling from the (noised) logits."""
 
     def __init__(self, weights: PolicyWeights, cfg: Config, frames_seen: Callable[[], int], seed: int = 0) -> None:

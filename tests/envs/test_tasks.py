@@ -79,7 +79,7 @@ def test_the_communal_space_maps_each_task_onto_its_own_buttons() -> None:
     space = ActionSpace.for_tasks(
         [["MOVE_LEFT", "MOVE_RIGHT", "ATTACK"], ["ATTACK", "TURN_LEFT", "TURN_RIGHT"]], ["basic", "center"]
     )
-    assert space.names == COMMUNAL_BUTTONS and space.masked
+    assert space.names == COMMUNAL_BUTTONS and not space.available.all()
     left, attack, turn_right = (COMMUNAL_BUTTONS.index(b) for b in ("MOVE_LEFT", "ATTACK", "TURN_RIGHT"))
     assert space.available[0].tolist() == [True, True, True, False, False, False, False]
     assert space.to_native([0, 0, 1, 1], [left, attack, attack, turn_right]).tolist() == [0, 2, 0, 2]
@@ -88,7 +88,7 @@ def test_the_communal_space_maps_each_task_onto_its_own_buttons() -> None:
 
 def test_one_task_keeps_its_native_buttons() -> None:
     space = ActionSpace.for_tasks([["ATTACK", "TURN_LEFT"]], ["x"])
-    assert space.names == ("ATTACK", "TURN_LEFT") and not space.masked
+    assert space.names == ("ATTACK", "TURN_LEFT") and space.available.all()
     assert space.native.tolist() == [[0, 1]]
 
 

@@ -29,7 +29,7 @@ def test_rollouts_carry_their_envs_task_through_a_server_restart(small_cfg, env_
     assert [s.client.info.frame_skip for s in envs.slots] == [t.frame_skip for t in task_configs(cfg)] == [8, 4]
     assert envs.env_task.tolist() == [0, 0, 1, 1]
     space = envs.actions
-    assert space is not None and space.masked
+    assert space is not None and not space.available.all()
     model = build_model(cfg, space.num_actions, space.available)
     policy = ModelPolicy(PolicyWeights(model), cfg, lambda: 0)
     batcher, pool, stop = batcher_factory(cfg, envs, first, policy, model.initial_state(1))

@@ -1,5 +1,6 @@
 """The acting forward compiled on the CPU: the eager model's outputs at every batch size the batcher can give it
-(one env, a few, and past the 16 from which torch compiles a second graph), and the weights of each publish."""
+(one env, a few, and past the 16 from which torch compiles a second graph), and the weights of each publish; in a
+multi-task model, each env's task picks its value head, PopArt statistics and mask of buttons as eagerly."""
 
 from __future__ import annotations
 
@@ -15,14 +16,18 @@ from beast.runtime.weights import ModelPolicy, PolicyWeights
 CPU = torch.device("cpu")
 
 
-def compare(policy: ModelPolicy, eager: torch.nn.Module, n: int) -> None:
+def compare(policy: ModelPolicy, eager: torch.nn.Module, n: int, num_tasks: int = 1) -> None:
     inputs = fake_inputs(1, n, CPU)
+    if num_tasks > 1:
+        inputs["task"] = torch.arange(n).remainder(num_tasks)[None]
     state = tuple(torch.randn_like(s) for s in eager.initial_state(n, CPU))  # type: ignore[operator]
     with torch.no_grad():
         want, want_state = eager(inputs, state)
         got, got_state = policy.forward(inputs, state)
-    for key in ("policy_logits", "baseline"):
-        torch.testing.assert_close(got[key], want[key], atol=1e-5, rtol=1e-5)
+    assert got.keys() == want.keys()
+    for key in want:
+        if key != "action":  # an argmax of logits equal to 1e-5 may break a near-tie either way
+            torch.testing.assert_close(got[key], want[key], atol=1e-5, rtol=1e-5)
     for g, w in zip(got_state, want_state, strict=True):
         torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
 
@@ -54,3 +59,27 @@ def test_without_the_flag_the_policy_acts_with_the_model_itself(small_cfg: Confi
     weights = PolicyWeights(build_model(cfg, NUM_ACTIONS))
     policy = ModelPolicy(weights, cfg, frames_seen=lambda: 0)
     assert not policy.compiled and policy.forward is weights.model
+
+
+def test_the_compiled_multi_task_forward_masks_and_values_each_env_by_its_task(small_cfg: Config) -> None:
+    cfg = dataclasses.replace(small_cfg, scenario="basic,rocket_basic", compile_acting=True)
+    available = torch.ones(2, NUM_ACTIONS, dtype=torch.bool)
+    available[0, -2:] = False  # task 0 lacks two buttons, task 1 has all
+    torch.manual_seed(0)
+    learner = build_model(cfg, NUM_ACTIONS, available)
+    with torch.no_grad():  # statistics far apart, so a value read through the other task's would differ
+        learner.popart.mu.copy_(torch.tensor([-150.0, 40.0], dtype=torch.float64))
+        learner.popart.nu.copy_(learner.popart.mu**2 + torch.tensor([900.0, 4.0], dtype=torch.float64))
+    weights = PolicyWeights(build_model(cfg, NUM_ACTIONS, available))
+    weights.publish(learner, 0)
+    policy = ModelPolicy(weights, cfg, frames_seen=lambda: 0)
+    eager = build_model(cfg, NUM_ACTIONS, available).eval()
+    eager.load_state_dict(learner.state_dict())
+    for n in (1, 3, 17):
+        compare(policy, eager, n, num_tasks=2)
+    # The statistics move at every learner step: the compiled graph reads them, as it reads the weights.
+    with torch.no_grad():
+        learner.popart.mu.add_(25.0)
+    weights.publish(learner, 1)
+    eager.load_state_dict(learner.state_dict())
+    compare(policy, eager, 5, num_tasks=2)
