@@ -144,6 +144,11 @@ class Config:
         "With --reward-mode=scenario: add w*(gamma*HEALTH(s') - HEALTH(s)) to the scenario's reward (0: off). "
         "A potential term: it pays a medkit and charges a hit at once without changing which policy is optimal.",
     )
+    health_gain_reward: float = setting(
+        0.0,
+        "With --reward-mode=scenario: add this much (scenario units) on each step whose HEALTH rose (0: off). "
+        "Sample Factory's gathering shaping (Wu & Tian 2017): a medkit pays at once, whatever health is left.",
+    )
 
     # --- model -----------------------------------------------------------------------------------------------
     core: str = setting(
@@ -338,6 +343,7 @@ class Config:
             "loss_grad_norm_interval",
             "entropy_cost",
             "health_potential_coef",
+            "health_gain_reward",
             "baseline_cost",
             "envserver_idle_timeout_s",
             "num_buffers",

@@ -74,7 +74,8 @@ ENV_FIELDS_FROM_CHECKPOINT = (
     "reward_clipping",
     "discounting",
     "doom_skill",
-    "health_potential_coef",  # a term of the training reward the model reads
+    "health_potential_coef",  # terms of the training reward the model reads
+    "health_gain_reward",
     *(f.name for f in dataclasses.fields(Config) if f.name.startswith("shaping_")),
 )
 

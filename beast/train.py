@@ -251,6 +251,7 @@ class Trainer:
             learner_steps=counters.get("learner_steps", 0),
             frames=counters.get("frames", 0),
             sync=self.sync,
+            dump_dir=self.run_path if self.world.is_main else None,
         )
         rank_cfg = self.envs.cfg
         policy = ModelPolicy(weights, cfg, lambda: learner.frames, seed=rank_cfg.seed + learner.steps)

@@ -17,6 +17,9 @@ terms and weights are kept; three flaws are mended so that the shaping cannot be
 With the scenario's own reward, `--health-potential-coef w` adds one potential term, `w * (gamma * H(s') - H(s))`
 of the HEALTH variable (H = 0 at a terminal state): survival scenarios pay +1 a tic alive, so a medkit or a hit
 would otherwise count only through a death that comes later; as a potential it cannot change the optimal policy.
+`--health-gain-reward c` adds `c` on each step whose HEALTH rose (the gathering shaping of Wu & Tian 2017, which
+Sample Factory uses): not a potential, but what it pays for (a medkit) is what survival needs, and it pays the
+same whatever health is left, which the model, seeing no HUD, cannot read.
 
 The training reward is then `clip(reward_scale * sum of terms)`: the one place that scales and clips, so the
 learner's targets and the reward the model reads as input are the same number. Each term is summed per episode
@@ -42,6 +45,7 @@ REQUIRED_VARS = ("POSITION_X", "POSITION_Y", "HITS_TAKEN", "HITCOUNT", "KILLCOUN
 SHAPED_TERMS = ("travel", "hits_taken", "hits", "kills", "potential", "terminal")
 SCENARIO_TERMS = ("scenario",)
 HEALTH_TERM = "health"  # with --health-potential-coef: w * (gamma * HEALTH(s') - HEALTH(s)) beside the scenario's
+HEALTH_GAIN_TERM = "health_gain"  # with --health-gain-reward c: c on each step whose HEALTH rose
 EPISODE_WINDOW = 100  # episodes whose per-term sums `term_stats` averages
 
 
@@ -95,14 +99,18 @@ class RewardShaper:
         self.scale = cfg.reward_scale
         self.clipping = cfg.reward_clipping
         self.health_coef = cfg.health_potential_coef if self.mode == "scenario" else 0.0
-        if self.health_coef and "HEALTH" not in var_names:
-            raise ValueError(
-                "--health-potential-coef needs the HEALTH game variable, which the env server does not send; "
-                "set it to 0 or use an env server that reports it."
-            )
+        self.health_gain = cfg.health_gain_reward if self.mode == "scenario" else 0.0
+        for flag, value in (("--health-potential-coef", self.health_coef), ("--health-gain-reward", self.health_gain)):
+            if value and "HEALTH" not in var_names:
+                raise ValueError(
+                    f"{flag} needs the HEALTH game variable, which the env server does not send; "
+                    "set it to 0 or use an env server that reports it."
+                )
         self.terms: tuple[str, ...] = SHAPED_TERMS if self.mode == "shaped" else SCENARIO_TERMS
         if self.health_coef:
-            self.terms = (*SCENARIO_TERMS, HEALTH_TERM)
+            self.terms = (*self.terms, HEALTH_TERM)
+        if self.health_gain:
+            self.terms = (*self.terms, HEALTH_GAIN_TERM)
         self.gamma = cfg.discounting
         self.columns = {name: i for i, name in enumerate(var_names)}
         self.weights = ShapingWeights.from_config(cfg)
@@ -141,9 +149,12 @@ class RewardShaper:
         if self.mode == "shaped":
             terms = self._shaped_terms(env_ids, arrived, scenario_reward, terminal)
         else:
-            terms = scenario_reward.astype(np.float64)[:, None]
+            columns = [scenario_reward.astype(np.float64)]
             if self.health_coef:
-                terms = np.concatenate([terms, self._health_term(env_ids, arrived, terminal)[:, None]], axis=1)
+                columns.append(self._health_term(env_ids, arrived, terminal))
+            if self.health_gain:
+                columns.append(self._health_gain_term(env_ids, arrived))
+            terms = np.stack(columns, axis=1)
         self.episode_terms[env_ids] += terms
         self.prev_vars[env_ids] = vars_
         if done.any():
@@ -168,6 +179,12 @@ class RewardShaper:
         before = self.prev_vars[env_ids, column].astype(np.float64)
         after = np.where(terminal, 0.0, arrived[:, column])
         return self.health_coef * (self.gamma * after - before)
+
+    def _health_gain_term(self, env_ids: np.ndarray, arrived: np.ndarray) -> np.ndarray:
+        """`c` where HEALTH rose on the step prev -> arrived (an ended episode's last step included), else 0."""
+        column = self.columns["HEALTH"]
+        rose = arrived[:, column] > self.prev_vars[env_ids, column]
+        return np.where(rose, self.health_gain, 0.0)
 
     def _position(self, vars_: np.ndarray) -> np.ndarray:
         return vars_[:, [self.columns["POSITION_X"], self.columns["POSITION_Y"]]].astype(np.float64)

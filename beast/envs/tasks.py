@@ -43,7 +43,7 @@ COMMUNAL_BUTTONS = (
     "TURN_RIGHT",
 )
 # The settings of the game and of its reward: each task of a multi-task run keeps its own spec's values.
-TASK_FIELDS = ("frame_skip", "doom_skill", "reward_mode", "reward_scale", "health_potential_coef")
+TASK_FIELDS = ("frame_skip", "doom_skill", "reward_mode", "reward_scale", "health_potential_coef", "health_gain_reward")
 # Spec entries a multi-task run does not take from its tasks (module docstring).
 SINGLE_TASK_FIELDS = ("curriculum_threshold",)
 MASKED_LOGIT = -1e9  # a masked action's logit: exp() of it is 0 in float32, and it stays finite (no NaN in p log p)

@@ -6,7 +6,10 @@
        and the policy-gradient advantage is divided by sigma;
     4. the three losses: policy gradient, baseline (value) and entropy, summed with their costs;
     5. backward, clip the gradient to a global norm, optimiser step, learning-rate decay, and the critic's last
-       layer rescaled so that the values in reward units are unchanged by the new statistics.
+       layer rescaled so that the values in reward units are unchanged by the new statistics. A step whose
+       gradient is not finite is dropped whole (weights, optimiser moments and PopArt's statistics untouched) and
+       reported as `nonfinite_step`: one NaN anywhere makes the global norm NaN, and the clip then turns every
+       weight into NaN (a health_gathering_supreme run died so, at 680k frames, NaN in the audio organ's gradient).
 
 Diagnostics are gathered along the way and returned as one flat dict of floats; `docs/learner.md` lists them.
 """
@@ -66,6 +69,7 @@ STAT_KEYS: tuple[str, ...] = (
     "logits_at_lower_bound_frac",
     "learning_rate",
     "critic_warmup",
+    "nonfinite_step",
 )
 # Keys added on the steps where the per-loss gradient norms are measured (every `loss_grad_norm_interval`).
 PER_LOSS_KEYS: tuple[str, ...] = tuple(f"grad_norm_loss/{name}" for name in LOSS_NAMES)
@@ -246,6 +250,7 @@ def learn_step(
     # advantages are measured in sigmas of the step's task.
     popart = typing.cast(PopArt, model.popart)
     old_mu, old_sigma = popart.mu.clone(), popart.sigma.clone()
+    popart_before = {name: value.clone() for name, value in popart.state_dict().items()}
     task = steps["task"]
     if cfg.popart:
         popart.update(vt.vs, task=task, average=ranks.mean if ranks is not None else None)
@@ -288,11 +293,17 @@ def learn_step(
     max_norm = cfg.grad_norm_clipping if cfg.grad_norm_clipping > 0 else float("inf")
     total_norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else torch.zeros((), device=device)
     learning_rate = optimizer.param_groups[0]["lr"]
-    optimizer.step()
-    if scheduler is not None:
-        scheduler.step()
-    if cfg.popart:
-        popart.preserve(typing.cast(nn.Linear, model.value_layer), old_mu, old_sigma)
+    # After the ranks' sum every rank sees the same norm, so all of them drop the same steps.
+    nonfinite = not bool(torch.isfinite(total_norm))
+    if nonfinite:
+        optimizer.zero_grad(set_to_none=True)
+        popart.load_state_dict(popart_before)
+    else:
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        if cfg.popart:
+            popart.preserve(typing.cast(nn.Linear, model.value_layer), old_mu, old_sigma)
 
     # Diagnostics of the step just taken (all detached; fetched with one synchronisation below).
     lag = diagnostics.policy_lag(learner_version, steps["versions"])
@@ -335,6 +346,7 @@ def learn_step(
             "logits_at_lower_bound_frac": _at_bound_frac(logits, steps["available"], cfg.logit_lower_bound),
             "learning_rate": torch.tensor(float(learning_rate)),
             "critic_warmup": torch.tensor(float(warmup)),
+            "nonfinite_step": torch.tensor(float(nonfinite)),
         }
     )
     if popart.mu.shape[0] > 1:

@@ -4,14 +4,18 @@ It waits only for rollouts (`BufferPool.take`), never for a rollout *phase*: the
 previous weights while a step runs, which is the policy lag V-trace corrects. Buffers go back to the pool as soon
 as they are copied into the staging batch, before the (long) step, so the actors' buffers are held no longer than
 a copy. `lock` is held for the step and the publish; the trainer takes it to checkpoint a consistent model,
-optimiser and counters between steps. With synchronous learners (`sync`), the ranks meet before and inside every
-step (`runtime.distributed`), and all of them stop after the same step.
+optimiser and counters between steps. A step `learn_step` drops for a non-finite gradient is counted; the first
+one's batch, recurrent state and weights are saved beside the run (`NONFINITE_DUMP`, tensors only, for
+`torch.load(..., weights_only=True)`) so its cause can be found, and `NONFINITE_LIMIT` in a row stop the run
+with an error: weights that give NaN on every batch will not recover by themselves. With synchronous learners
+(`sync`), the ranks meet before and inside every step (`runtime.distributed`), and all of them stop after the same step.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +28,9 @@ from beast.learn import learn_step
 from beast.runtime.buffers import BufferPool
 from beast.runtime.distributed import RankSync
 from beast.runtime.weights import PolicyWeights
+
+NONFINITE_DUMP = "nonfinite_step.pt"
+NONFINITE_LIMIT = 10
 
 
 class LearnerThread:
@@ -42,7 +49,9 @@ class LearnerThread:
         learner_steps: int = 0,
         frames: int = 0,
         sync: RankSync | None = None,
+        dump_dir: Path | None = None,
     ) -> None:
+        """`dump_dir`: where the first dropped step's batch is saved (None: not saved)."""
         self.cfg = cfg
         self.model = model
         self.optimizer = optimizer
@@ -65,6 +74,9 @@ class LearnerThread:
         self.wait_s = 0.0  # time waiting for B full rollouts
         self.waiting = False
         self.error: BaseException | None = None
+        self.dump_dir = dump_dir
+        self.nonfinite_steps = 0  # dropped steps in the run
+        self.nonfinite_in_a_row = 0
         self._sums: dict[str, float] = {}
         self._count = 0
         self._stats_lock = threading.Lock()
@@ -122,6 +134,10 @@ class LearnerThread:
                     learner_version=self.steps,
                     ranks=self.sync,
                 )
+                if stats["nonfinite_step"]:
+                    self._dropped(batch, initial_state, stats)
+                else:
+                    self.nonfinite_in_a_row = 0
                 self.steps += 1
                 self.frames += frames
                 self.weights.publish(self.model, self.steps)
@@ -131,3 +147,20 @@ class LearnerThread:
                 for key, value in stats.items():
                     self._sums[key] = self._sums.get(key, 0.0) + value
                 self._count += 1
+
+    def _dropped(
+        self, batch: dict[str, torch.Tensor], state: tuple[torch.Tensor, ...], stats: dict[str, float]
+    ) -> None:
+        self.nonfinite_steps += 1
+        self.nonfinite_in_a_row += 1
+        if self.nonfinite_steps == 1 and self.dump_dir is not None:
+            dump = {"batch": batch, "initial_state": list(state), "model": self.model.state_dict()}
+            torch.save(dump, self.dump_dir / NONFINITE_DUMP)
+        if self.nonfinite_in_a_row >= NONFINITE_LIMIT:
+            blocks = ", ".join(f"{k.split('/')[1]} {v:.3g}" for k, v in stats.items() if k.startswith("grad_norm/"))
+            where = f"; the first one's batch is in {self.dump_dir / NONFINITE_DUMP}" if self.dump_dir else ""
+            raise RuntimeError(
+                f"the learner's gradient was not finite in {self.nonfinite_in_a_row} steps in a row (gradient norms: "
+                f"{blocks}){where}. The weights are those of the last finite step; try a lower --learning-rate "
+                "or --precision=fp32, and resume from the last checkpoint."
+            )

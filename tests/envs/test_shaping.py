@@ -180,7 +180,21 @@ def test_the_health_potential_pays_a_medkit_charges_a_hit_and_telescopes_away() 
     assert cut[0, 1] == pytest.approx(w * (gamma * 125 - 100))
 
 
-def test_the_health_potential_is_off_by_default_and_needs_the_health_variable() -> None:
+def test_the_health_gain_reward_pays_each_rise_of_health_the_same_and_nothing_else() -> None:
+    cfg = Config(reward_mode="scenario", health_potential_coef=0.5, health_gain_reward=100.0)
+    shaper = RewardShaper(NAMES, cfg, num_envs=1)
+    assert shaper.terms == ("scenario", "health", "health_gain")
+    healths = [30.0, 55.0, 55.0, 40.0, 41.0, 100.0]  # a medkit, nothing, poison, a point, a medkit on the last step
+    terms = play(shaper, [state(health=h) for h in healths], scenario=[4.0] * 5, end="truncated")
+    assert terms[:, 2].tolist() == [100.0, 0.0, 0.0, 100.0, 100.0]  # a rise pays c, however large; a loss pays 0
+    assert terms[:, 0].tolist() == [4.0] * 5
+
+
+def test_the_health_terms_are_off_by_default_and_need_the_health_variable() -> None:
     assert RewardShaper(NAMES, Config(), num_envs=1).terms == ("scenario",)
-    with pytest.raises(ValueError, match="HEALTH"):
-        RewardShaper(list(REQUIRED_VARS), Config(health_potential_coef=1.0), num_envs=1)
+    for flag, cfg in (
+        ("--health-potential-coef", Config(health_potential_coef=1.0)),
+        ("--health-gain-reward", Config(health_gain_reward=1.0)),
+    ):
+        with pytest.raises(ValueError, match=f"{flag} needs the HEALTH"):
+            RewardShaper(list(REQUIRED_VARS), cfg, num_envs=1)

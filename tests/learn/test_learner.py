@@ -293,6 +293,32 @@ def test_a_time_out_bootstraps_from_the_value_and_a_termination_does_not(make_co
     torch.testing.assert_close(vt.vs[3], torch.tensor([gamma * 17.0]))
 
 
+def test_a_step_with_a_nan_gradient_is_dropped_whole_and_reported(agent_factory, make_config, make_rollout) -> None:
+    """One NaN in one block's gradient (as a health_gathering_supreme run had in its audio organ) must not reach
+    the weights, the optimiser's moments or PopArt's statistics; the next finite step proceeds as usual."""
+    cfg, model, optimizer, batch, state = setup(agent_factory, make_config, make_rollout, optimizer="adam")
+    learn_step(model, optimizer, batch, state, cfg, learner_version=0)  # the optimiser has moments now
+    weights = copy.deepcopy(model.state_dict())
+    moments = copy.deepcopy(optimizer.state_dict())
+    victim = next(iter(model.parameter_groups().values()))[0]
+    hook = victim.register_hook(lambda grad: grad * math.nan)
+    stats = learn_step(model, optimizer, batch, state, cfg, learner_version=1)
+    assert stats["nonfinite_step"] == 1.0
+    assert math.isnan(stats["grad_norm/total"])
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, weights[name]), f"{name} moved on a dropped step"
+    assert all(
+        torch.equal(a, b)
+        for state_a, state_b in zip(optimizer.state_dict()["state"].values(), moments["state"].values(), strict=True)
+        for a, b in zip(state_a.values(), state_b.values(), strict=True)
+    )
+    hook.remove()
+    stats = learn_step(model, optimizer, batch, state, cfg, learner_version=2)
+    assert stats["nonfinite_step"] == 0.0
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert any(not torch.equal(value, weights[name]) for name, value in model.state_dict().items())
+
+
 def test_batch_without_a_required_key_is_refused(agent_factory, make_config, make_rollout) -> None:
     cfg, model, optimizer, batch, state = setup(agent_factory, make_config, make_rollout)
     del batch["policy_version"]
