@@ -198,6 +198,11 @@ class Config:
     vtrace_lambda: float = setting(
         0.95, "lambda of V-trace's traces c_s = lambda * min(1, pi/mu) (1 is the paper's default; < 1 cuts variance)."
     )
+    normalize_advantages: bool = setting(
+        False,
+        "Centre the policy-gradient advantages and scale them to unit std over each batch (Sample Factory's and "
+        "PPO's default), on top of PopArt's division by sigma.",
+    )
     baseline_cost: float = setting(0.5, "Weight of the baseline loss 0.5*sum((vs - V)^2).")
     entropy_cost: float = setting(0.01, "Weight of the exploration loss (--exploration-loss).")
     exploration_loss: str = setting(

@@ -257,7 +257,10 @@ def learn_step(
     sigma = popart.sigma.to(vt.vs.dtype)[task]  # [T, B]
 
     # 4. The three losses, each a sum over the T x B steps, weighted as in the paper's "overall update".
-    pg_loss = losses.policy_gradient_loss(vt.target_action_log_probs, vt.pg_advantages / sigma)
+    advantages = vt.pg_advantages / sigma
+    if cfg.normalize_advantages:
+        advantages = losses.normalized(advantages, average=ranks.mean if ranks is not None else None)
+    pg_loss = losses.policy_gradient_loss(vt.target_action_log_probs, advantages)
     baseline_loss = cfg.baseline_cost * losses.baseline_loss(
         popart.normalize(vt.vs, task), popart.normalize(outputs["baseline"][:-1], task)
     )

@@ -8,6 +8,8 @@ published meaning for a given T x B.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -19,6 +21,17 @@ def policy_gradient_loss(target_action_log_probs: torch.Tensor, pg_advantages: t
     by V-trace and treated as a constant. Returns a scalar.
     """
     return -(target_action_log_probs * pg_advantages.detach()).sum()
+
+
+def normalized(advantages: torch.Tensor, average: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """`(A - mean) / std` over the batch (`average`: the mean over synchronous ranks, so that all of them scale by
+    the moments of the batches together); std floored at 1e-6, so a batch of equal advantages gives zeros."""
+    moments = torch.stack([advantages.mean(), advantages.pow(2).mean()])
+    if average is not None:
+        moments = average(moments)
+    mean, second = moments[0], moments[1]
+    std = (second - mean.pow(2)).clamp_min(0.0).sqrt().clamp_min(1e-6)
+    return (advantages - mean) / std
 
 
 def baseline_loss(vs: torch.Tensor, values: torch.Tensor) -> torch.Tensor:

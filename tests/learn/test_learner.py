@@ -257,6 +257,22 @@ def test_losses_of_a_fragment_with_a_reset_are_the_sum_over_its_episodes(
         assert full[key] == pytest.approx(first[key] + second[key], rel=1e-4, abs=1e-5), key
 
 
+def test_normalize_advantages_weights_the_policy_gradient_by_the_batch_normalised_advantages(
+    agent_factory, make_config, make_rollout
+) -> None:
+    cfg, model, optimizer, batch, state = setup(
+        agent_factory, make_config, make_rollout, normalize_advantages=True, popart=False
+    )
+    with torch.no_grad():
+        outputs, _ = model(batch, state)
+    vt = compute_vtrace(split_rollout(batch, outputs, cfg), cfg)
+    expected = -(vt.target_action_log_probs * losses.normalized(vt.pg_advantages)).sum()
+    plain = -(vt.target_action_log_probs * vt.pg_advantages).sum()
+    stats = learn_step(model, optimizer, batch, state, cfg)
+    assert stats["pg_loss"] == pytest.approx(expected.item(), rel=1e-4, abs=1e-5)
+    assert abs(expected.item() - plain.item()) > 1e-2  # the two differ on this batch
+
+
 def test_split_rollout_aligns_rewards_discounts_and_actions(make_config, make_rollout) -> None:
     T = 5
     cfg = make_config(unroll_length=T, batch_size=1, discounting=0.9, vtrace_lambda=1.0)

@@ -26,6 +26,22 @@ def test_policy_gradient_loss_is_advantage_weighted_log_likelihood() -> None:
     assert advantages.grad is None
 
 
+def test_normalized_advantages_have_zero_mean_unit_std_and_the_ranks_moments_when_averaged() -> None:
+    gen = torch.Generator().manual_seed(3)
+    a, b = 3.0 + 0.2 * torch.randn(6, 4, generator=gen), -1.0 + 5.0 * torch.randn(6, 4, generator=gen)
+    for x in (a, b):
+        n = losses.normalized(x)
+        torch.testing.assert_close(n.mean(), torch.tensor(0.0), atol=1e-6, rtol=0)
+        torch.testing.assert_close(n.pow(2).mean(), torch.tensor(1.0))  # the population std
+    # Two synchronous ranks, one batch each: both scale by the moments of the two batches together.
+    average = lambda moments: (  # noqa: E731  a stand-in for the ranks' all-reduce mean
+        torch.stack([torch.stack([a.mean(), a.pow(2).mean()]), torch.stack([b.mean(), b.pow(2).mean()])]).mean(0)
+    )
+    together = losses.normalized(torch.cat([a, b]))
+    torch.testing.assert_close(torch.cat([losses.normalized(a, average), losses.normalized(b, average)]), together)
+    assert torch.equal(losses.normalized(torch.full((3, 2), 7.0)), torch.zeros(3, 2))
+
+
 def test_baseline_loss_is_half_squared_error_with_constant_targets() -> None:
     gen = torch.Generator().manual_seed(1)
     vs = torch.randn(5, 2, generator=gen, dtype=torch.float64, requires_grad=True)
