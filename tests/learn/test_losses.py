@@ -33,10 +33,11 @@ def test_normalized_advantages_have_zero_mean_unit_std_and_the_ranks_moments_whe
         n = losses.normalized(x)
         torch.testing.assert_close(n.mean(), torch.tensor(0.0), atol=1e-6, rtol=0)
         torch.testing.assert_close(n.pow(2).mean(), torch.tensor(1.0))  # the population std
+
     # Two synchronous ranks, one batch each: both scale by the moments of the two batches together.
-    average = lambda moments: (  # noqa: E731  a stand-in for the ranks' all-reduce mean
-        torch.stack([torch.stack([a.mean(), a.pow(2).mean()]), torch.stack([b.mean(), b.pow(2).mean()])]).mean(0)
-    )
+    def average(moments: torch.Tensor) -> torch.Tensor:  # a stand-in for the ranks' all-reduce mean
+        return torch.stack([torch.stack([x.mean(), x.pow(2).mean()]) for x in (a, b)]).mean(0)
+
     together = losses.normalized(torch.cat([a, b]))
     torch.testing.assert_close(torch.cat([losses.normalized(a, average), losses.normalized(b, average)]), together)
     assert torch.equal(losses.normalized(torch.full((3, 2), 7.0)), torch.zeros(3, 2))
