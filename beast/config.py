@@ -168,6 +168,11 @@ class Config:
     mamba_chunk_size: int = setting(64, "Chunk length of the chunked SSD scan.")
     action_embed_dim: int = setting(64, "Width of the last-action embedding.")
     head_hidden: int = setting(256, "Hidden width of the policy and critic MLP heads.")
+    normalize_input: bool = setting(
+        False,
+        "Normalise each RGB-D pixel by its running mean and std over the frames trained on, clipped to +-5 "
+        "(Sample Factory's Doom default; the learner updates the statistics, checkpoints keep them).",
+    )
 
     # --- learner ---------------------------------------------------------------------------------------------
     total_frames: int = setting(10_000_000, "Training budget in frames (engine tics = steps x frame skip).")

@@ -51,8 +51,10 @@ def small_config(**overrides: object) -> Config:
     return dataclasses.replace(Config(), **values)  # type: ignore[arg-type]
 
 
-def write_checkpoint(path: Path, num_actions: int = BASIC_ACTIONS, scenario: str = "basic") -> Config:
-    cfg = small_config(scenario=scenario)
+def write_checkpoint(
+    path: Path, num_actions: int = BASIC_ACTIONS, scenario: str = "basic", **overrides: object
+) -> Config:
+    cfg = small_config(scenario=scenario, **overrides)
     torch.manual_seed(0)
     space = ActionSpace.for_tasks(TASK_BUTTONS, TASKS.split(","))
     model = build_model(cfg, num_actions, space.available if "," in scenario else None)
@@ -122,7 +124,8 @@ def test_mode_test_with_record_gif_writes_eval_json_and_a_three_panel_gif(tmp_pa
 
 
 def test_mode_test_finds_the_runs_checkpoint_by_xpid_and_prints_json_equal_to_eval_json(tmp_path: Path) -> None:
-    write_checkpoint(tmp_path / "exp" / CHECKPOINT_NAME)
+    # Its model normalises its input: the buffers load only into a model built from the checkpoint's config.
+    write_checkpoint(tmp_path / "exp" / CHECKPOINT_NAME, normalize_input=True)
     # no --scenario: the checkpoint's (basic) is used, not the flag's default (deadly_corridor, 7 actions)
     proc = run_cli("--savedir", str(tmp_path), "--xpid", "exp", "--episodes", "1", "--json")
     assert proc.returncode == 0, proc.stderr

@@ -1,5 +1,7 @@
 """One IMPALA learner step (Espeholt et al. 2018, section 4), in the paper's order.
 
+    0. with `--normalize-input`, the batch's frames join the vision input's running statistics
+       (`beast.model.input_norm`);
     1. run the current (target) policy pi over the rollouts from their stored initial recurrent state;
     2. V-trace targets v_s and policy-gradient advantages from pi, the behaviour policy mu and the rewards;
     3. PopArt (Hessel et al. 2019): the targets' statistics move, the baseline loss compares normalised values
@@ -7,9 +9,10 @@
     4. the three losses: policy gradient, baseline (value) and entropy, summed with their costs;
     5. backward, clip the gradient to a global norm, optimiser step, learning-rate decay, and the critic's last
        layer rescaled so that the values in reward units are unchanged by the new statistics. A step whose
-       gradient is not finite is dropped whole (weights, optimiser moments and PopArt's statistics untouched) and
-       reported as `nonfinite_step`: one NaN anywhere makes the global norm NaN, and the clip then turns every
-       weight into NaN (a health_gathering_supreme run died so, at 680k frames, NaN in the audio organ's gradient).
+       gradient is not finite is dropped whole (weights, optimiser moments, PopArt's and the input's statistics
+       untouched) and reported as `nonfinite_step`: one NaN anywhere makes the global norm NaN, and the clip then
+       turns every weight into NaN (a health_gathering_supreme run died so, at 680k frames, NaN in the audio
+       organ's gradient).
 
 Diagnostics are gathered along the way and returned as one flat dict of floats; `docs/learner.md` lists them.
 """
@@ -223,9 +226,9 @@ def learn_step(
                       `learner_version - policy_version`, and the per-loss gradient norms are measured when it is a
                       multiple of `cfg.loss_grad_norm_interval`.
       ranks           synchronous learners (`runtime.distributed`): the gradients (before clipping) are summed
-                      over the ranks and PopArt's batch moments averaged, so every rank takes the step one learner
-                      would take on all the ranks' batches together (the losses are sums over steps); the returned
-                      statistics are the ranks' means.
+                      over the ranks, PopArt's batch moments averaged and the input's frame sums summed, so every
+                      rank takes the step one learner would take on all the ranks' batches together (the losses
+                      are sums over steps); the returned statistics are the ranks' means.
 
     Returns `{name: float}` with every key of `STAT_KEYS`, plus `PER_LOSS_KEYS` on measuring steps.
     """
@@ -235,6 +238,15 @@ def learn_step(
     initial_state = tuple(s.to(device, non_blocking=True) for s in initial_state)
     groups = model.parameter_groups()  # type: ignore[operator]
     warmup = in_critic_warmup(frames_seen, cfg)
+    average = ranks.mean if ranks is not None else None
+    # What the step moves besides the weights (PopArt's and the input's statistics), to put back if it is dropped.
+    buffers_before = {name: value.clone() for name, value in model.named_buffers()}
+
+    # 0. With `--normalize-input` the frames of the rollouts (slot T is the next rollout's slot 0) join the running
+    # statistics of the vision input before the forward that normalises them.
+    if cfg.normalize_input:
+        total = ranks.sum if ranks is not None else None
+        model.update_input_norm(batch["rgb"][:-1], batch["depth"][:-1], total)  # type: ignore[operator]
 
     # 1. The target policy pi and values V over the rollout. The model resets its state at every `done` slot; its
     # trunk runs under `--precision`'s autocast, its heads in float32 (`beast.learn.precision`).
@@ -250,16 +262,15 @@ def learn_step(
     # advantages are measured in sigmas of the step's task.
     popart = typing.cast(PopArt, model.popart)
     old_mu, old_sigma = popart.mu.clone(), popart.sigma.clone()
-    popart_before = {name: value.clone() for name, value in popart.state_dict().items()}
     task = steps["task"]
     if cfg.popart:
-        popart.update(vt.vs, task=task, average=ranks.mean if ranks is not None else None)
+        popart.update(vt.vs, task=task, average=average)
     sigma = popart.sigma.to(vt.vs.dtype)[task]  # [T, B]
 
     # 4. The three losses, each a sum over the T x B steps, weighted as in the paper's "overall update".
     advantages = vt.pg_advantages / sigma
     if cfg.normalize_advantages:
-        advantages = losses.normalized(advantages, average=ranks.mean if ranks is not None else None)
+        advantages = losses.normalized(advantages, average=average)
     pg_loss = losses.policy_gradient_loss(vt.target_action_log_probs, advantages)
     baseline_loss = cfg.baseline_cost * losses.baseline_loss(
         popart.normalize(vt.vs, task), popart.normalize(outputs["baseline"][:-1], task)
@@ -300,7 +311,9 @@ def learn_step(
     nonfinite = not bool(torch.isfinite(total_norm))
     if nonfinite:
         optimizer.zero_grad(set_to_none=True)
-        popart.load_state_dict(popart_before)
+        with torch.no_grad():
+            for name, value in model.named_buffers():
+                value.copy_(buffers_before[name])
     else:
         optimizer.step()
         if scheduler is not None:

@@ -25,7 +25,7 @@ The recurrent state's batch dim is 0 for every core (`beast.model.cores` lists t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -62,7 +62,7 @@ class ViciousTwinMAMBA(nn.Module):
         self.num_tasks = 1 if available is None else int(available.shape[0])
         self.logit_lower_bound = cfg.logit_lower_bound
         audio_dim = cfg.d_model // 2
-        self.vision = VisionOrgan(cfg.d_model)
+        self.vision = VisionOrgan(cfg.d_model, normalize_input=cfg.normalize_input)
         self.audio = AudioOrgan(audio_dim)
         self.start_action = num_actions  # the action input at an episode's first step
         self.action = ActionOrgan(num_actions + 1, cfg.action_embed_dim)
@@ -88,6 +88,16 @@ class ViciousTwinMAMBA(nn.Module):
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by block: vision, audio, action, core, policy_head (actor-only), critic_head (critic-only)."""
         return {name: list(getattr(self, name).parameters()) for name in GROUPS}
+
+    def update_input_norm(
+        self,
+        rgb: torch.Tensor,
+        depth: torch.Tensor,
+        total: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        """Merge the frames rgb [T, B, 3, 64, 64], depth [T, B, 1, 64, 64] into the vision input's statistics
+        (`--normalize-input`; `total` as `InputNorm.update`)."""
+        self.vision.update_input_norm(rgb.flatten(0, 1), depth.flatten(0, 1), total)
 
     def forward(self, inputs: Mapping[str, torch.Tensor], state: State) -> tuple[dict[str, torch.Tensor], State]:
         """inputs: rgb [T,B,3,64,64] u8, depth/enemy [T,B,1,64,64] u8, audio [T,B,2,1024] i16, last_action [T,B]

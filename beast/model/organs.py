@@ -12,9 +12,13 @@ policy's collapse onto one action; normalised features keep one scale from the f
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from beast.model.input_norm import InputNorm
 
 
 class VisionOrgan(nn.Module):
@@ -22,11 +26,13 @@ class VisionOrgan(nn.Module):
     channel and pixel by pixel, by a conv of the enemy mask (FiLM: h * 2 sigmoid(g) + beta).
 
     The gate lets the network scale features where enemies are (and the shift lets it mark them even where RGB
-    features are weak), so "enemy or not" is visible to everything downstream.
+    features are weak), so "enemy or not" is visible to everything downstream. With `normalize_input` the RGB-D
+    pixels are normalised by their running statistics first (`beast.model.input_norm`); the mask is not (0/1).
     """
 
-    def __init__(self, out_dim: int) -> None:
+    def __init__(self, out_dim: int, normalize_input: bool = False) -> None:
         super().__init__()
+        self.input_norm = InputNorm((4, 64, 64)) if normalize_input else None
         self.conv1 = nn.Conv2d(4, 32, kernel_size=8, stride=4)  # 64 -> 15
         self.mask_conv = nn.Conv2d(1, 64, kernel_size=8, stride=4)  # same geometry: gate and shift per channel
         self.conv2 = nn.Conv2d(32, 64, kernel_size=4, stride=2)  # 15 -> 6
@@ -37,13 +43,28 @@ class VisionOrgan(nn.Module):
     def forward(self, rgb: torch.Tensor, depth: torch.Tensor, enemy: torch.Tensor) -> torch.Tensor:
         """rgb uint8 [N, 3, 64, 64], depth uint8 [N, 1, 64, 64], enemy uint8 [N, 1, 64, 64] (0/1) -> [N, out]."""
         dtype = self.conv1.weight.dtype
-        pixels = torch.cat([rgb, depth], dim=1).to(dtype) / 255.0
+        pixels = _pixels(rgb, depth, dtype)
+        if self.input_norm is not None:
+            pixels = self.input_norm(pixels)
         gate, shift = self.mask_conv(enemy.to(dtype)).chunk(2, dim=1)
         # 2 * sigmoid: a neutral gate (0 logit) leaves features unchanged.
         h = F.relu(self.conv1(pixels) * (2.0 * torch.sigmoid(gate)) + shift)
         h = F.relu(self.conv2(h))
         h = F.relu(self.conv3(h))
         return F.relu(self.norm(self.fc(h.flatten(1))))
+
+    def update_input_norm(
+        self, rgb: torch.Tensor, depth: torch.Tensor, total: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> None:
+        """Merge these frames (as `forward` takes them) into the input statistics; `total` as `InputNorm.update`."""
+        if self.input_norm is None:
+            raise RuntimeError("update_input_norm: this vision organ was built without normalize_input.")
+        self.input_norm.update(_pixels(rgb, depth, torch.float32), total)
+
+
+def _pixels(rgb: torch.Tensor, depth: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """uint8 RGB [N, 3, 64, 64] and depth [N, 1, 64, 64] -> [N, 4, 64, 64] in [0, 1]."""
+    return torch.cat([rgb, depth], dim=1).to(dtype) / 255.0
 
 
 class AudioOrgan(nn.Module):

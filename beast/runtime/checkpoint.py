@@ -33,7 +33,17 @@ REQUIRED_KEYS = ("model", "optimizer", "scheduler", "counters", "config", "num_a
 
 # Settings that decide the model's parameters (names and shapes). The ones that only change how the same weights
 # run (mamba_backend, mamba_chunk_size) are left out, so a GPU-trained checkpoint can be run on a CPU.
-MODEL_FIELDS = ("core", "d_model", "d_state", "d_conv", "expand", "headdim", "action_embed_dim", "head_hidden")
+MODEL_FIELDS = (
+    "core",
+    "d_model",
+    "d_state",
+    "d_conv",
+    "expand",
+    "headdim",
+    "action_embed_dim",
+    "head_hidden",
+    "normalize_input",
+)
 # A resumed run must also keep the optimiser, whose state (RMSProp's square averages, Adam's moments) it restores.
 RESUME_FIELDS = (*MODEL_FIELDS, "optimizer")
 

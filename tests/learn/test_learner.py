@@ -309,10 +309,15 @@ def test_a_time_out_bootstraps_from_the_value_and_a_termination_does_not(make_co
     torch.testing.assert_close(vt.vs[3], torch.tensor([gamma * 17.0]))
 
 
-def test_a_step_with_a_nan_gradient_is_dropped_whole_and_reported(agent_factory, make_config, make_rollout) -> None:
+@pytest.mark.parametrize("normalize_input", [False, True])
+def test_a_step_with_a_nan_gradient_is_dropped_whole_and_reported(
+    agent_factory, make_config, make_rollout, normalize_input: bool
+) -> None:
     """One NaN in one block's gradient (as a health_gathering_supreme run had in its audio organ) must not reach
-    the weights, the optimiser's moments or PopArt's statistics; the next finite step proceeds as usual."""
-    cfg, model, optimizer, batch, state = setup(agent_factory, make_config, make_rollout, optimizer="adam")
+    the weights, the optimiser's moments, PopArt's or the input's statistics; the next finite step proceeds."""
+    cfg, model, optimizer, batch, state = setup(
+        agent_factory, make_config, make_rollout, optimizer="adam", normalize_input=normalize_input
+    )
     learn_step(model, optimizer, batch, state, cfg, learner_version=0)  # the optimiser has moments now
     weights = copy.deepcopy(model.state_dict())
     moments = copy.deepcopy(optimizer.state_dict())
@@ -335,6 +340,27 @@ def test_a_step_with_a_nan_gradient_is_dropped_whole_and_reported(agent_factory,
     assert any(not torch.equal(value, weights[name]) for name, value in model.state_dict().items())
 
 
+def test_normalize_input_merges_the_rollouts_frames_into_the_statistics_before_the_forward(
+    agent_factory, make_config, make_rollout
+) -> None:
+    """The first step's statistics are those of the T x B frames (not slot T, the next rollout's first), and that
+    step's pi already sees them: its logits are those of a model holding them from the start."""
+    cfg, model, optimizer, batch, state = setup(agent_factory, make_config, make_rollout, normalize_input=True)
+    before = copy.deepcopy(model)
+    learn_step(model, optimizer, batch, state, cfg, learner_version=0)
+    pixels = torch.cat([batch["rgb"][:-1], batch["depth"][:-1]], dim=2).flatten(0, 1).float() / 255.0
+    norm = model.vision.input_norm
+    assert float(norm.count) == cfg.unroll_length * cfg.batch_size
+    torch.testing.assert_close(norm.mean, pixels.mean(dim=0))
+    torch.testing.assert_close(norm.var, pixels.var(dim=0, unbiased=False), atol=1e-6, rtol=1e-5)
+    # The same first step from a model given those statistics beforehand moves the weights the same way.
+    before.vision.input_norm.load_state_dict(norm.state_dict())  # merging the same frames again changes nothing
+    optimizer = build_optimizer(before.parameters(), cfg)
+    learn_step(before, optimizer, batch, state, cfg, learner_version=0)
+    for (name, a), b in zip(model.named_parameters(), before.parameters(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+
+
 def test_batch_without_a_required_key_is_refused(agent_factory, make_config, make_rollout) -> None:
     cfg, model, optimizer, batch, state = setup(agent_factory, make_config, make_rollout)
     del batch["policy_version"]
@@ -352,8 +378,9 @@ def test_two_ranks_take_the_step_of_one_learner_on_both_batches(agent_factory, m
     import sys
     from pathlib import Path
 
-    whole = make_config(batch_size=6)
-    half = make_config(batch_size=3)
+    # With input normalisation: its statistics too must be the union's on every rank.
+    whole = make_config(batch_size=6, normalize_input=True)
+    half = make_config(batch_size=3, normalize_input=True)
     batch = make_rollout(whole, torch.Generator().manual_seed(1), done_slots=(3,))
     for rank in range(2):
         torch.save({k: v[:, 3 * rank : 3 * rank + 3].clone() for k, v in batch.items()}, tmp_path / f"batch_{rank}.pt")
