@@ -60,6 +60,17 @@ def fake_inputs(steps: int, batch: int, device: torch.device) -> dict[str, torch
     }
 
 
+def fake_batch(slots: int, batch: int, num_actions: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """A learner's batch [T+1, B, ...] of random rollouts: `fake_inputs` and what the actors record beside them."""
+    fake = fake_inputs(slots, batch, device)
+    fake["last_action"] %= num_actions
+    fake["truncated"] = torch.zeros_like(fake["done"])
+    fake["action"] = torch.randint(num_actions, (slots, batch), device=device)
+    fake["policy_logits"] = torch.randn(slots, batch, num_actions, device=device)
+    fake["policy_version"] = torch.zeros(slots, batch, dtype=torch.int64, device=device)
+    return fake
+
+
 def _timed(step: Callable[[], None], seconds: float, device: torch.device) -> tuple[float, int]:
     """Run `step` once to warm up, then until `seconds` have passed (at least once); (elapsed, iterations)."""
     step()

@@ -19,8 +19,6 @@ from __future__ import annotations
 import threading
 import time
 
-import torch
-
 from beast.bench.envs import WARMUP_S, raw_steps_per_second, server_steps_per_second
 from beast.bench.memory import peak_rss_mib_of_this_process, total_rss_mib
 from beast.bench.report import BenchRow
@@ -121,18 +119,14 @@ def run_system(cfg: Config, mode: str) -> dict[str, float]:
 
 def learner_frames_per_second(cfg: Config, num_actions: int, seconds: float) -> float:
     """`learn_step` alone on random full rollouts [T+1, B]: frames consumed per second."""
-    from beast.bench.model import fake_inputs
+    from beast.bench.model import fake_batch
 
     device = resolve_device(cfg.device)
 
     model = build_model(cfg, num_actions).to(device).train()
     optimizer = build_optimizer(model.parameters(), cfg)
     T, B = cfg.unroll_length, cfg.batch_size
-    batch = fake_inputs(T + 1, B, device)
-    batch["last_action"] = batch["last_action"] % num_actions
-    batch["action"] = torch.randint(num_actions, (T + 1, B), device=device)
-    batch["policy_logits"] = torch.randn(T + 1, B, num_actions, device=device)
-    batch["policy_version"] = torch.zeros(T + 1, B, dtype=torch.int64, device=device)
+    batch = fake_batch(T + 1, B, num_actions, device)
     state = model.initial_state(B, device)
     learn_step(model, optimizer, batch, state, cfg)  # warm-up
     steps, t0 = 0, time.perf_counter()

@@ -42,10 +42,11 @@ class VisionOrgan(nn.Module):
 
     def forward(self, rgb: torch.Tensor, depth: torch.Tensor, enemy: torch.Tensor) -> torch.Tensor:
         """rgb uint8 [N, 3, 64, 64], depth uint8 [N, 1, 64, 64], enemy uint8 [N, 1, 64, 64] (0/1) -> [N, out]."""
-        dtype = self.conv1.weight.dtype
-        pixels = _pixels(rgb, depth, dtype)
-        if self.input_norm is not None:
-            pixels = self.input_norm(pixels)
+        dtype = compute_dtype(self.conv1.weight)
+        if self.input_norm is None:
+            pixels = _pixels(rgb, depth, dtype)
+        else:  # the statistics' arithmetic stays in the weights' dtype (float32)
+            pixels = self.input_norm(_pixels(rgb, depth, self.conv1.weight.dtype))
         gate, shift = self.mask_conv(enemy.to(dtype)).chunk(2, dim=1)
         # 2 * sigmoid: a neutral gate (0 logit) leaves features unchanged.
         h = F.relu(self.conv1(pixels) * (2.0 * torch.sigmoid(gate)) + shift)
@@ -62,9 +63,18 @@ class VisionOrgan(nn.Module):
         self.input_norm.update(_pixels(rgb, depth, torch.float32), total)
 
 
+def compute_dtype(weight: torch.Tensor) -> torch.dtype:
+    """The dtype a layer with this weight computes in: autocast's where it is on (the learner's bf16), else the
+    weight's. Raw inputs go straight into it and are scaled in place: on the CPU, making the learner's batch float32
+    first, dividing it into a second copy and letting autocast cast a third was a quarter of its step (the division
+    alone 124 ms of ~490; docs/benchmarks.md, "The learner's input conversion, ...")."""
+    device = weight.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+
+
 def _pixels(rgb: torch.Tensor, depth: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """uint8 RGB [N, 3, 64, 64] and depth [N, 1, 64, 64] -> [N, 4, 64, 64] in [0, 1]."""
-    return torch.cat([rgb, depth], dim=1).to(dtype) / 255.0
+    """uint8 RGB [N, 3, 64, 64] and depth [N, 1, 64, 64] -> [N, 4, 64, 64] in [0, 1], in `dtype`."""
+    return torch.cat([rgb, depth], dim=1).to(dtype).div_(255.0)
 
 
 class AudioOrgan(nn.Module):
@@ -85,7 +95,7 @@ class AudioOrgan(nn.Module):
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """audio int16 [N, 2, 1024] -> [N, out_dim]."""
-        wave = audio.to(self.fc.weight.dtype) / 32768.0  # int16 full scale -> [-1, 1)
+        wave = audio.to(compute_dtype(self.fc.weight)).div_(32768.0)  # int16 full scale -> [-1, 1)
         return F.relu(self.norm(self.fc(self.convs(wave).flatten(1))))
 
 

@@ -62,6 +62,10 @@ class Batcher:
         self.stop = stop
         n = envs.num_envs
         self.state = policy.initial_state(n, device)
+        # On the CPU each batch's state rows are gathered and scattered through numpy views of the same memory:
+        # numpy copies whole rows, where torch's index_select and index_copy_ go element by element (a Mamba2
+        # state is 128 KiB an env: 45 us against 65 and 126-142 us for 13 envs, measured).
+        self._state_rows = [s.numpy() for s in self.state] if device.type == "cpu" else None
         self.last_action = np.zeros(n, dtype=np.int64)
         self.actions = envs.actions
         self.env_task = envs.env_task
@@ -160,9 +164,7 @@ class Batcher:
         rows["task"] = self.env_task[g]
         task = rows["task"] if self.multitask else None
         inputs = model_inputs(rows, rows["done"], rows["reward"], rows["last_action"], self.device, task)
-        # A stateless policy (the benchmark's random one) needs no gather or scatter: skip the index tensor too.
-        index = torch.from_numpy(g).to(self.device) if self.state else None
-        pre_state = tuple(s.index_select(0, index) for s in self.state) if index is not None else ()
+        pre_state = self._gather_state(g)
 
         t0 = time.perf_counter()
         logits, actions, new_state, version = self.policy.act(inputs, pre_state)
@@ -170,9 +172,7 @@ class Batcher:
         self.inference_s += time.perf_counter() - t0
         self.io.send(batch, self.actions.to_native(rows["task"], actions_np) if self.multitask else actions_np)
 
-        if index is not None:
-            for s, new in zip(self.state, new_state, strict=True):
-                s.index_copy_(0, index, new)
+        self._scatter_state(g, new_state)
         self.last_action[g] = actions_np
         rows["action"] = actions_np
         rows["policy_logits"] = logits.cpu().numpy()
@@ -194,6 +194,25 @@ class Batcher:
                     self.env_task[envs], weights=self.env_skip[envs], minlength=len(self.task_frames)
                 ).astype(np.int64)
         self.batches += 1
+
+    def _gather_state(self, g: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """The recurrent state of envs `g`, a copy (the batch's pre-step state, which the rollouts keep)."""
+        if self._state_rows is not None:
+            return tuple(torch.from_numpy(rows[g]) for rows in self._state_rows)
+        if not self.state:  # a stateless policy (the benchmark's random one): no index tensor either
+            return ()
+        index = torch.from_numpy(g).to(self.device)
+        return tuple(s.index_select(0, index) for s in self.state)
+
+    def _scatter_state(self, g: np.ndarray, new_state: tuple[torch.Tensor, ...]) -> None:
+        if self._state_rows is not None:
+            for rows, new in zip(self._state_rows, new_state, strict=True):
+                rows[g] = new.numpy()
+            return
+        if self.state:
+            index = torch.from_numpy(g).to(self.device)
+            for s, new in zip(self.state, new_state, strict=True):
+                s.index_copy_(0, index, new)
 
     def _arrive(self, batch: list[Arrival], g: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`done`, `truncated` and the training reward [n] for the steps that led to the batch's observations (envs

@@ -208,3 +208,29 @@ def test_under_autocast_the_trunk_runs_in_bf16_and_the_heads_in_float32(
     torch.testing.assert_close(out16["policy_logits"], out32["policy_logits"], atol=2e-2, rtol=0)
     torch.testing.assert_close(out16["baseline"], out32["baseline"], atol=5e-2, rtol=0)
     assert not torch.equal(out16["baseline"], out32["baseline"])  # bf16 did run: the rounding shows
+
+
+def test_under_autocast_the_raw_inputs_go_straight_to_bf16_with_the_values_a_cast_would_give(
+    make_config, make_inputs, gen, num_actions
+):
+    """The organs convert the learner's uint8 pixels and int16 audio into bf16 themselves: no float32 copy of the
+    batch for autocast to cast (a quarter of the CPU learner's step), and not one value different from that cast."""
+    model = build_model(make_config(), num_actions).eval()
+    T, B = 2, 3
+    inputs = make_inputs(T, B, gen)
+    inputs["rgb"][0, 0].view(-1)[:256] = torch.arange(256, dtype=torch.uint8)  # every pixel value, at least once
+    first = {"pixels": model.vision.conv1, "mask": model.vision.mask_conv, "audio": model.audio.convs[0]}
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [
+        layer.register_forward_pre_hook(lambda _m, args, name=name: seen.__setitem__(name, args[0]))
+        for name, layer in first.items()
+    ]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(inputs, model.initial_state(B, "cpu"))
+    for hook in hooks:
+        hook.remove()
+    assert {name: x.dtype for name, x in seen.items()} == dict.fromkeys(first, torch.bfloat16)
+    rgbd = torch.cat([inputs["rgb"], inputs["depth"]], dim=2).flatten(0, 1)
+    assert torch.equal(seen["pixels"], (rgbd.float() / 255.0).to(torch.bfloat16))
+    assert torch.equal(seen["mask"], inputs["enemy"].flatten(0, 1).to(torch.bfloat16))
+    assert torch.equal(seen["audio"], (inputs["audio"].flatten(0, 1).float() / 32768.0).to(torch.bfloat16))
