@@ -66,8 +66,8 @@ class VisionOrgan(nn.Module):
 def compute_dtype(weight: torch.Tensor) -> torch.dtype:
     """The dtype a layer with this weight computes in: autocast's where it is on (the learner's bf16), else the
     weight's. Raw inputs go straight into it and are scaled in place: on the CPU, making the learner's batch float32
-    first, dividing it into a second copy and letting autocast cast a third was a quarter of its step (the division
-    alone 124 ms of ~490; docs/benchmarks.md, "The learner's input conversion, ...")."""
+    first, dividing it into a second copy and letting autocast cast a third cost a quarter of its step (the
+    division alone 124 ms of ~490; docs/benchmarks.md, "The learner's input conversion, ...")."""
     device = weight.device.type
     return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
 

@@ -164,7 +164,9 @@ class Batcher:
         rows["task"] = self.env_task[g]
         task = rows["task"] if self.multitask else None
         inputs = model_inputs(rows, rows["done"], rows["reward"], rows["last_action"], self.device, task)
-        pre_state = self._gather_state(g)
+        # One index tensor per batch where torch indexes the state (a GPU); none on the CPU or for a stateless policy.
+        index = torch.from_numpy(g).to(self.device) if self._state_rows is None and self.state else None
+        pre_state = self._gather_state(g, index)
 
         t0 = time.perf_counter()
         logits, actions, new_state, version = self.policy.act(inputs, pre_state)
@@ -172,7 +174,7 @@ class Batcher:
         self.inference_s += time.perf_counter() - t0
         self.io.send(batch, self.actions.to_native(rows["task"], actions_np) if self.multitask else actions_np)
 
-        self._scatter_state(g, new_state)
+        self._scatter_state(g, index, new_state)
         self.last_action[g] = actions_np
         rows["action"] = actions_np
         rows["policy_logits"] = logits.cpu().numpy()
@@ -195,22 +197,18 @@ class Batcher:
                 ).astype(np.int64)
         self.batches += 1
 
-    def _gather_state(self, g: np.ndarray) -> tuple[torch.Tensor, ...]:
-        """The recurrent state of envs `g`, a copy (the batch's pre-step state, which the rollouts keep)."""
+    def _gather_state(self, g: np.ndarray, index: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """The recurrent state of envs `g` (`index` on the device), a copy: the batch's pre-step state, which the
+        rollouts keep."""
         if self._state_rows is not None:
             return tuple(torch.from_numpy(rows[g]) for rows in self._state_rows)
-        if not self.state:  # a stateless policy (the benchmark's random one): no index tensor either
-            return ()
-        index = torch.from_numpy(g).to(self.device)
-        return tuple(s.index_select(0, index) for s in self.state)
+        return () if index is None else tuple(s.index_select(0, index) for s in self.state)
 
-    def _scatter_state(self, g: np.ndarray, new_state: tuple[torch.Tensor, ...]) -> None:
+    def _scatter_state(self, g: np.ndarray, index: torch.Tensor | None, new_state: tuple[torch.Tensor, ...]) -> None:
         if self._state_rows is not None:
             for rows, new in zip(self._state_rows, new_state, strict=True):
                 rows[g] = new.numpy()
-            return
-        if self.state:
-            index = torch.from_numpy(g).to(self.device)
+        elif index is not None:
             for s, new in zip(self.state, new_state, strict=True):
                 s.index_copy_(0, index, new)
 
