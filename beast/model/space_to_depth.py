@@ -46,7 +46,6 @@ class SpaceToDepthConv2d(nn.Conv2d):
                 f"SpaceToDepthConv2d with stride {s} needs input sides that are multiples of it, got "
                 f"{tuple(x.shape[-2:])}."
             )
-        k = self.kernel_size[0] // s
-        weight = self.weight.view(self.out_channels, self.in_channels, k, s, k, s).permute(0, 1, 3, 5, 2, 4)
-        weight = weight.reshape(self.out_channels, self.in_channels * s * s, k, k)
-        return F.conv2d(space_to_depth(x, s), weight, self.bias)
+        # The weight's taps go into blocks exactly as the pixels they meet: tap (s*a + p, s*b + q) of channel c is
+        # channel (c, p, q) of block (a, b).
+        return F.conv2d(space_to_depth(x, s), space_to_depth(self.weight, s), self.bias)
