@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from beast.cpu import native_bf16_cpu
+
 
 class ScenarioError(ValueError):
     """An unknown scenario name or a missing .cfg file; the message lists what exists."""
@@ -64,6 +66,11 @@ def resolve_scenario(name_or_cfg: str) -> Path:
 #   num_servers      deadly_corridor: two servers of 8 games, not one. While one server's games step, the batcher
 #                    runs the other's inference; with one, the engines wait for every batch: ~29% more frames/s
 #                    (docs/benchmarks.md, "Two servers"). The short scenarios were measured on one and keep it.
+#   envs_per_server  deadly_corridor on a CPU with native bf16, where the learner runs in bf16 and waits for
+#                    rollouts: 16 games a server, whose engines step while the batcher's forward runs (+11% frames/s
+#                    on a 2-core AVX512-BF16 EPYC, +16% on another; docs/benchmarks.md, "32 games on a CPU with
+#                    native bf16"). Elsewhere the fp32 learner is the limit and more games only take CPU from it
+#                    (-8% on an AVX2 EPYC): 8.
 _SMALL_BATCHES: dict[str, object] = {"unroll_length": 16, "batch_size": 8, "learning_rate": 1e-3}
 _SHORT_EPISODES: dict[str, object] = {**_SMALL_BATCHES, "frame_skip": 8, "total_frames": 400_000, "reward_scale": 0.01}
 _SURVIVAL: dict[str, object] = {
@@ -81,6 +88,7 @@ SCENARIO_SPECS: dict[str, dict[str, object]] = {
         "curriculum_threshold": 0.5,
         "eval_interval_frames": 250_000,
         "num_servers": 2,
+        "envs_per_server": 16 if native_bf16_cpu() else 8,
     },
     "defend_the_center": {**_SMALL_BATCHES, "total_frames": 500_000, "reward_scale": 1.0},
     "defend_the_line": {**_SMALL_BATCHES, "total_frames": 500_000, "reward_scale": 1.0},

@@ -5,14 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+import beast.cpu
 from beast.learn import precision
-
-
-def test_cpu_flags_read_the_flags_line(tmp_path) -> None:
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu avx2 avx512f avx512_bf16\n\n")
-    assert precision.cpu_flags(cpuinfo) == {"fpu", "avx2", "avx512f", "avx512_bf16"}
-    assert precision.cpu_flags(tmp_path / "missing") == frozenset()
 
 
 @pytest.mark.parametrize(
@@ -20,7 +14,7 @@ def test_cpu_flags_read_the_flags_line(tmp_path) -> None:
     [({"avx2", "avx512f", "avx512bw"}, False), ({"avx512f", "avx512_bf16"}, True), ({"amx_bf16", "amx_tile"}, True)],
 )
 def test_auto_is_bf16_only_on_a_cpu_with_native_bf16(monkeypatch, flags, native) -> None:
-    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(beast.cpu, "cpu_flags", lambda: frozenset(flags))
     cpu = torch.device("cpu")
     assert precision.autocast_dtype("auto", cpu) == (torch.bfloat16 if native else None)
     assert precision.autocast_dtype("bf16", cpu) == torch.bfloat16  # forced: emulated where not native
