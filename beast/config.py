@@ -180,9 +180,10 @@ class Config:
     batch_size: int = setting(32, "B: rollouts per learner step.")
     precision: str = setting(
         "auto",
-        "Arithmetic of the learner's forward and backward: bf16 (autocast) or fp32; auto: bf16 on a CPU that "
-        "computes it natively (AVX512-BF16 or AMX), fp32 elsewhere (on a GPU not yet measured). The scan, norms, "
-        "heads, weights and losses stay fp32; acting is fp32 (at a few envs per call bf16 does not pay).",
+        "Arithmetic of the learner's forward and backward, and of the compiled acting forward: bf16 (autocast) or "
+        "fp32; auto: bf16 on a CPU that computes it natively (AVX512-BF16 or AMX), fp32 elsewhere (on a GPU not yet "
+        "measured). The scan, norms, heads, weights and losses stay fp32; eager acting is fp32 (at a few envs per "
+        "call bf16 autocast does not pay there).",
         choices=("auto", "fp32", "bf16"),
     )
     discounting: float = setting(0.99, "Discount factor gamma.")

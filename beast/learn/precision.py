@@ -8,10 +8,12 @@ elsewhere the same kernels are emulated and slower. What must stay exact stays f
 SSD scan and its decays, the norms' statistics, the policy and critic heads (the logits that give log pi, the
 value layer PopArt rescales), the weights, the optimiser and every loss.
 
-Acting (the batcher, evaluation, `--mode=test`) stays float32: autocast casts every weight on every call, which
-at the batcher's batches of a few envs costs more than bf16 saves (a T=1 forward of 8 envs: 6.4 ms under bf16
-autocast vs 5.8 ms in float32). The learner's bf16 policy and the actors' float32 one differ by the rounding, an
-off-policy gap of well under the policy lag's that V-trace corrects like any other.
+The compiled acting forward (`beast.runtime.weights.CompiledActing`, the batcher's on the CPU) runs under the
+same autocast, so the behaviour policy and the learner's target policy share one arithmetic; compiled, bf16 was
+the faster at every batch size the batcher gives it (26 envs: 5.0 against 7.9 ms). Eager acting (a GPU,
+`--no-compile-acting`, evaluation) stays float32: there autocast casts every weight on every call, which at a few
+envs costs more than bf16 saves (8 envs: 6.4 ms under bf16 autocast vs 5.8 ms in float32); its policy and the
+learner's differ by the rounding, an off-policy gap of well under the policy lag's that V-trace corrects.
 """
 
 from __future__ import annotations

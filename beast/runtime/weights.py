@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from beast.config import Config
+from beast.learn.precision import autocast_dtype
 from beast.learn.techniques import in_critic_warmup, perturb_logits
 
 State = tuple[torch.Tensor, ...]
@@ -60,7 +61,8 @@ Forward = Callable[[Mapping[str, torch.Tensor], State], tuple[dict[str, torch.Te
 
 
 class CompiledActing:
-    """The model's acting forward through `torch.compile`, for batches of any size, with the eager one's outputs.
+    """The model's acting forward through `torch.compile`, for batches of any size, with the eager one's outputs
+    in the same arithmetic.
 
     Why: on the CPU the eager T=1 step at the batcher's sizes (4-16 envs a call) is mostly per-operator overhead;
     compiled (inductor, one thread) it ran 2.1x faster at 13 envs, and training 21% faster (docs/benchmarks.md,
@@ -68,10 +70,14 @@ class CompiledActing:
     compiles all it will need (a compile takes 20-60 s): one graph below 16 envs, one from 16 on (torch's
     convolution takes another layout there). A batch of one env, which torch would specialise into a third graph
     (it does for any dim of size 1), runs as two copies of itself and keeps the first.
+
+    `dtype` (bf16, or None for the parameters' float32) is the autocast the forward runs under, the learner's own
+    (`ModelPolicy`); the scan, the norms, the heads and the state stay float32 as in the learner.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, dtype: torch.dtype | None = None) -> None:
         self._compiled = typing.cast(Forward, torch.compile(model))
+        self.dtype = dtype
 
     def __call__(self, inputs: Mapping[str, torch.Tensor], state: State) -> tuple[dict[str, torch.Tensor], State]:
         one = inputs["done"].shape[1] == 1
@@ -82,7 +88,8 @@ class CompiledActing:
             torch._dynamo.mark_dynamic(value, 1)
         for s in state:
             torch._dynamo.mark_dynamic(s, 0)
-        outputs, new_state = self._compiled(inputs, state)
+        with torch.autocast("cpu", dtype=self.dtype or torch.bfloat16, enabled=self.dtype is not None):
+            outputs, new_state = self._compiled(inputs, state)
         if one:
             return {key: value[:, :1] for key, value in outputs.items()}, tuple(s[:1] for s in new_state)
         return outputs, new_state
@@ -90,7 +97,14 @@ class CompiledActing:
 
 class ModelPolicy:
     """Acts with the inference copy: T=1 forward (compiled on the CPU unless `--no-compile-acting`), optional
-    warm-up logit noise, sampling from the (noised) logits."""
+    warm-up logit noise, sampling from the (noised) logits.
+
+    Compiled, the forward computes in the learner's precision (`--precision`: bf16 on a CPU that computes it
+    natively), so that the behaviour policy and the learner's target policy share one arithmetic: a T=1 forward
+    of 26 envs took 5.0 ms in bf16 against 7.9 in float32, and less at every batch size from 8 to 32 envs
+    (docs/benchmarks.md, "Acting in the learner's precision"). Eager (a GPU, `--no-compile-acting`) it stays
+    float32: there autocast casts every weight on every call, which at a few envs costs more than bf16 saves
+    (8 envs: 6.4 ms under autocast against 5.8 in float32)."""
 
     def __init__(self, weights: PolicyWeights, cfg: Config, frames_seen: Callable[[], int], seed: int = 0) -> None:
         self.weights = weights
@@ -100,7 +114,9 @@ class ModelPolicy:
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(seed)
         self.compiled = cfg.compile_acting and device.type == "cpu"
-        self.forward: Forward = CompiledActing(weights.model) if self.compiled else weights.model
+        self.forward: Forward = (
+            CompiledActing(weights.model, autocast_dtype(cfg.precision, device)) if self.compiled else weights.model
+        )
 
     def initial_state(self, num_envs: int, device: torch.device) -> State:
         return tuple(self.weights.model.initial_state(num_envs, device))  # type: ignore[operator]

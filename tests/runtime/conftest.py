@@ -24,8 +24,18 @@ SMALL = {"d_model": 32, "headdim": 16, "d_state": 8, "head_hidden": 32, "action_
 
 @pytest.fixture
 def small_cfg() -> Config:
-    """basic with a small model: fast enough for 2 CPU cores, the same code paths as the default."""
-    return Config(scenario="basic", reward_mode="scenario", num_servers=1, envs_per_server=3, unroll_length=5, **SMALL)
+    """basic with a small model: fast enough for 2 CPU cores, the same code paths as the default. Acting in float32
+    on every CPU, so that what the batcher records compares with the eager model's float32 forward to 1e-5 (acting
+    in bf16, where `--precision auto` picks it, has its own test: tests/runtime/test_weights.py)."""
+    return Config(
+        scenario="basic",
+        reward_mode="scenario",
+        num_servers=1,
+        envs_per_server=3,
+        unroll_length=5,
+        precision="fp32",
+        **SMALL,
+    )
 
 
 @pytest.fixture
