@@ -99,12 +99,8 @@ class ModelPolicy:
     """Acts with the inference copy: T=1 forward (compiled on the CPU unless `--no-compile-acting`), optional
     warm-up logit noise, sampling from the (noised) logits.
 
-    Compiled, the forward computes in the learner's precision (`--precision`: bf16 on a CPU that computes it
-    natively), so that the behaviour policy and the learner's target policy share one arithmetic: a T=1 forward
-    of 26 envs took 5.0 ms in bf16 against 7.9 in float32, and less at every batch size from 8 to 32 envs
-    (docs/benchmarks.md, "Acting in the learner's precision"). Eager (a GPU, `--no-compile-acting`) it stays
-    float32: there autocast casts every weight on every call, which at a few envs costs more than bf16 saves
-    (8 envs: 6.4 ms under autocast against 5.8 in float32)."""
+    Compiled, the forward computes in the learner's precision (`--precision`), eager in float32:
+    `beast.learn.precision` says why, with the figures."""
 
     def __init__(self, weights: PolicyWeights, cfg: Config, frames_seen: Callable[[], int], seed: int = 0) -> None:
         self.weights = weights
