@@ -33,7 +33,11 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
+def autocast_to(dtype: torch.dtype | None, device_type: str) -> torch.autocast:
+    """Autocast to `dtype` on `device_type`, or a disabled one for None (the parameters' own dtype)."""
+    return torch.autocast(device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
 def learner_autocast(precision: str, device: torch.device) -> torch.autocast:
     """The context the learner's forward runs in: `autocast_dtype`'s autocast, or a disabled one."""
-    amp = autocast_dtype(precision, device)
-    return torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None)
+    return autocast_to(autocast_dtype(precision, device), device.type)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from beast.config import Config
-from beast.learn.precision import autocast_dtype
+from beast.learn.precision import autocast_dtype, autocast_to
 from beast.learn.techniques import in_critic_warmup, perturb_logits
 
 State = tuple[torch.Tensor, ...]
@@ -88,7 +88,7 @@ class CompiledActing:
             torch._dynamo.mark_dynamic(value, 1)
         for s in state:
             torch._dynamo.mark_dynamic(s, 0)
-        with torch.autocast("cpu", dtype=self.dtype or torch.bfloat16, enabled=self.dtype is not None):
+        with autocast_to(self.dtype, "cpu"):
             outputs, new_state = self._compiled(inputs, state)
         if one:
             return {key: value[:, :1] for key, value in outputs.items()}, tuple(s[:1] for s in new_state)
