@@ -221,6 +221,9 @@ class Config:
     clip_pg_rho_threshold: float = setting(1.0, "Truncation of importance weights in the policy-gradient advantage.")
     optimizer: str = setting("adam", "Optimiser.", choices=("rmsprop", "adam"))
     learning_rate: float = setting(1e-4, "Initial learning rate; decays linearly to zero over total_frames.")
+    lr_warmup_frames: int = setting(
+        0, "Raise the learning rate linearly from near 0 to --learning-rate over the first N frames (0 disables)."
+    )
     rmsprop_alpha: float = setting(0.99, "RMSProp smoothing constant.")
     rmsprop_eps: float = setting(0.01, "RMSProp epsilon.")
     rmsprop_momentum: float = setting(0.0, "RMSProp momentum.")
@@ -350,6 +353,7 @@ class Config:
         non_negative = (
             "grad_norm_clipping",
             "critic_warmup_frames",
+            "lr_warmup_frames",
             "warmup_logit_noise",
             "loss_grad_norm_interval",
             "entropy_cost",

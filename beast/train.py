@@ -79,6 +79,7 @@ def extend_schedule(
     goes on from the same point of the schedule (it counts steps, whose size changed)."""
     scheduler.total_frames = cfg.total_frames
     scheduler.frames_per_step = frames_per_step
+    scheduler.warmup_frames = cfg.lr_warmup_frames
     scheduler.last_epoch = frames // frames_per_step
     factor = scheduler.factor(scheduler.last_epoch)
     for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):

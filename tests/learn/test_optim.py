@@ -1,4 +1,4 @@
-"""Optimiser construction from the config and the linear learning-rate decay."""
+"""Optimiser construction from the config, and the learning rate's linear warm-up and decay."""
 
 from __future__ import annotations
 
@@ -53,8 +53,26 @@ def test_learning_rate_decays_linearly_to_zero_over_total_frames() -> None:
     assert opt.param_groups[0]["lr"] == 0.0
 
 
+def test_learning_rate_warms_up_linearly_then_decays() -> None:
+    per_step = frames_per_learner_step(config_with())
+    cfg = config_with(total_frames=20 * per_step, lr_warmup_frames=4 * per_step)
+    opt = build_optimizer(params(), cfg)
+    sched = build_scheduler(opt, cfg)
+    rates = []
+    for _ in range(20):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    # Step k (0-based) takes (k + 1) / 4 of the rate until the ramp reaches 1, then the decay's k / 20.
+    ramp = [cfg.learning_rate * (k + 1) / 4 * (1 - k / 20) for k in range(4)]
+    decay = [cfg.learning_rate * (1 - k / 20) for k in range(4, 20)]
+    assert rates == pytest.approx(ramp + decay, abs=1e-15)
+    assert 0 < rates[0] < rates[1] < rates[2] < rates[3]
+    assert opt.param_groups[0]["lr"] == 0.0
+
+
 def test_scheduler_state_round_trips_through_a_checkpoint() -> None:
-    cfg = config_with(total_frames=1000)
+    cfg = config_with(total_frames=100_000, lr_warmup_frames=20_000)
     opt = build_optimizer(params(), cfg)
     sched = build_scheduler(opt, cfg)
     for _ in range(3):
