@@ -53,9 +53,9 @@ def resolve_scenario(name_or_cfg: str) -> Path:
 #                    two CPU cores: 128-sample batches give ~1,000 learner steps in 500k frames, where the default
 #                    4,096-frame batches gave 74 in 300k and learned none of them (docs/training.md);
 #   frame_skip       basic and rocket_basic: episodes of a few seconds, 8 tics a step;
-#   lr_warmup_frames basic and rocket_basic: at 1e-3, Adam's first steps could leave the vision blind for good (why,
-#                    and the figures: `beast.learn.optim.LinearDecay`). On health_gathering, one seed each, it
-#                    did not pay (greedy 1,166 with it, 1,571 without: docs/training.md), so the others have none;
+#   lr_warmup_frames basic and rocket_basic: at 1e-3, Adam's first steps could leave the vision blind for good (why:
+#                    `beast.learn.optim.LinearDecay`); on health_gathering it did not pay, so the other small-batch
+#                    scenarios have none (docs/training.md, "Adam's first steps, and a blind agent");
 #   health_potential_coef   the survival scenarios (health_gathering, its supreme version, take_cover) pay +1 a tic
 #                    alive: a medkit or a dodged fireball pays only through a later death. The potential term
 #                    gamma*H(s') - H(s) of the HEALTH variable pays them at once and, being a potential, leaves
